@@ -1,0 +1,298 @@
+"""CBAM: Convolutional Block Attention Module.
+
+Paper: Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module",
+ECCV 2018, https://arxiv.org/abs/1807.06521
+
+This module follows the paper's equations, not the official code
+(Jongchan/attention-module), where the two differ:
+
+- Spatial descriptor order is `[avg, max]` (paper Eq. 3:
+  `[AvgPool(F); MaxPool(F)]`). The official code concatenates
+  `[max, mean]`; with learned weights the order is only a relabelling of the
+  two conv input channels, but it matters when porting weights.
+- The spatial 7x7 conv is followed directly by the sigmoid, as in the paper.
+  The official code adds BatchNorm (no conv bias) before the sigmoid; here
+  the conv has a bias and there is no BatchNorm.
+- The channel MLP uses biases (as the official `nn.Linear`); the shared MLP
+  is applied to both pooled descriptors, so the output bias is counted twice
+  exactly as in `mlp(avg) + mlp(max)` of the official code.
+
+Channel then spatial attention in sequence (the paper's best ordering).
+Pooling and sigmoids run in float32 under mixed precision.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_attn.layers import _utils
+
+
+def _check_bool(layer, argument, value):
+    if not isinstance(value, bool):
+        _utils.fail(layer, argument, value, "a bool")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_attn")
+class ChannelAttention(keras.layers.Layer):
+    """CBAM channel attention: a shared MLP on average- and max-pooled maps.
+
+    [Woo et al., 2018](https://arxiv.org/abs/1807.06521), Eq. 2:
+    `Mc = sigmoid(MLP(AvgPool(x)) + MLP(MaxPool(x)))` with the shared
+    `MLP(z) = W1 relu(W0 z + b0) + b1`, `W0: C -> max(1, C // reduction)`,
+    `W1: -> C`; the output is `y = x * Mc` broadcast over space.
+    Channels-last inputs only.
+
+    Args:
+        reduction: integer >= 1, MLP reduction ratio `r`. Defaults to `16`.
+        use_bias: whether the MLP layers have biases. Defaults to `True`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tensor of shape `(batch, height, width, channels)`.
+        return_attention: if `True`, also return the channel map `Mc`.
+
+    Returns:
+        `y` of the input's shape, or `(y, Mc)` with `return_attention=True`,
+        `Mc` of shape `(batch, channels)` in float32.
+
+    Example:
+    >>> layer = keras_attn.layers.ChannelAttention(reduction=4)
+    >>> y, mc = layer(np.ones((2, 8, 8, 16)), return_attention=True)
+    >>> y.shape, mc.shape  # (2, 8, 8, 16), (2, 16)
+
+    Reference:
+    - [Woo et al., 2018](https://arxiv.org/abs/1807.06521)
+    """
+
+    def __init__(self, reduction=16, use_bias=True, **kwargs):
+        _utils.check_positive_int("ChannelAttention", "reduction", reduction)
+        _check_bool("ChannelAttention", "use_bias", use_bias)
+        super().__init__(**kwargs)
+        self.reduction = reduction
+        self.use_bias = use_bias
+
+    def build(self, input_shape):
+        channels = _utils.check_image_shape(self, input_shape)
+        hidden = max(1, channels // self.reduction)
+        self.mlp_hidden = keras.layers.Dense(
+            hidden,
+            activation="relu",
+            use_bias=self.use_bias,
+            dtype=self.dtype_policy,
+            name="mlp_hidden",
+        )
+        self.mlp_output = keras.layers.Dense(
+            channels,
+            use_bias=self.use_bias,
+            dtype=self.dtype_policy,
+            name="mlp_output",
+        )
+        self.mlp_hidden.build((input_shape[0], channels))
+        self.mlp_output.build((input_shape[0], hidden))
+
+    def _mlp(self, descriptor):
+        return self.mlp_output(self.mlp_hidden(descriptor))
+
+    def call(self, inputs, return_attention=False):
+        # Pool in float32: a float16 sum over H*W can overflow.
+        x32 = ops.cast(inputs, "float32")
+        avg = ops.mean(x32, axis=(1, 2))  # (B, C)
+        mx = ops.max(x32, axis=(1, 2))  # (B, C)
+        logits = ops.cast(self._mlp(avg), "float32") + ops.cast(
+            self._mlp(mx), "float32"
+        )  # (B, C)
+        channel_map = _utils.sigmoid_f32(logits)  # (B, C) float32
+        scale = ops.cast(channel_map, inputs.dtype)[:, None, None, :]
+        outputs = inputs * scale
+        if return_attention:
+            return outputs, channel_map
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_output_spec(self, inputs, return_attention=False):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not return_attention:
+            return outputs
+        channel_map = keras.KerasTensor(
+            (inputs.shape[0], inputs.shape[-1]), dtype="float32"
+        )
+        return outputs, channel_map
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"reduction": self.reduction, "use_bias": self.use_bias})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_attn")
+class SpatialAttention(keras.layers.Layer):
+    """CBAM spatial attention: a conv over channel-pooled average/max maps.
+
+    [Woo et al., 2018](https://arxiv.org/abs/1807.06521), Eq. 3:
+    `Ms = sigmoid(conv_kxk([AvgPool_c(x); MaxPool_c(x)]))`, where the two
+    channel-pooled maps are stacked in the order `[avg, max]` and the conv has
+    one filter and `"same"` padding; the output is `y = x * Ms` broadcast over
+    channels. No BatchNorm (see the module docstring). Channels-last inputs
+    only; any spatial size.
+
+    Args:
+        kernel_size: odd integer >= 1, size of the square conv kernel.
+            Defaults to `7` (the paper's best).
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tensor of shape `(batch, height, width, channels)`.
+        return_attention: if `True`, also return the spatial map `Ms`.
+
+    Returns:
+        `y` of the input's shape, or `(y, Ms)` with `return_attention=True`,
+        `Ms` of shape `(batch, height, width)` in float32.
+
+    Example:
+    >>> layer = keras_attn.layers.SpatialAttention(kernel_size=7)
+    >>> y, ms = layer(np.ones((2, 8, 8, 16)), return_attention=True)
+    >>> y.shape, ms.shape  # (2, 8, 8, 16), (2, 8, 8)
+
+    Reference:
+    - [Woo et al., 2018](https://arxiv.org/abs/1807.06521)
+    """
+
+    def __init__(self, kernel_size=7, **kwargs):
+        _utils.check_odd_kernel("SpatialAttention", "kernel_size", kernel_size)
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+
+    def build(self, input_shape):
+        _utils.check_image_shape(self, input_shape)
+        self.conv = keras.layers.Conv2D(
+            1,
+            self.kernel_size,
+            padding="same",
+            dtype=self.dtype_policy,
+            name="conv",
+        )
+        self.conv.build((*tuple(input_shape)[:3], 2))
+
+    def call(self, inputs, return_attention=False):
+        x32 = ops.cast(inputs, "float32")
+        avg = ops.mean(x32, axis=-1, keepdims=True)  # (B, H, W, 1)
+        mx = ops.max(x32, axis=-1, keepdims=True)  # (B, H, W, 1)
+        descriptor = ops.concatenate([avg, mx], axis=-1)  # (B, H, W, 2)
+        logits = self.conv(descriptor)[..., 0]  # (B, H, W)
+        spatial_map = _utils.sigmoid_f32(logits)  # (B, H, W) float32
+        scale = ops.cast(spatial_map, inputs.dtype)[..., None]  # (B,H,W,1)
+        outputs = inputs * scale
+        if return_attention:
+            return outputs, spatial_map
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_output_spec(self, inputs, return_attention=False):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not return_attention:
+            return outputs
+        spatial_map = keras.KerasTensor(inputs.shape[:3], dtype="float32")
+        return outputs, spatial_map
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"kernel_size": self.kernel_size})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_attn")
+class CBAM(keras.layers.Layer):
+    """Convolutional Block Attention Module: channel then spatial attention.
+
+    [Woo et al., 2018](https://arxiv.org/abs/1807.06521), Eq. 1:
+    `x' = Mc(x) * x`, `y = Ms(x') * x'`, with `Mc` from `ChannelAttention`
+    (shared MLP on average- and max-pooled descriptors, summed, sigmoid) and
+    `Ms` from `SpatialAttention` (`kernel_size` conv on the `[avg, max]`
+    channel-pooled maps, sigmoid). The two are applied in sequence, channel
+    first, the paper's best arrangement. The sublayers are
+    `self.channel_attention` and `self.spatial_attention`. Channels-last
+    inputs only.
+
+    Args:
+        reduction: integer >= 1, channel-MLP reduction ratio. Defaults to
+            `16`.
+        kernel_size: odd integer >= 1, spatial conv size. Defaults to `7`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tensor of shape `(batch, height, width, channels)`.
+        return_attention: if `True`, also return both maps.
+
+    Returns:
+        `y` of the input's shape, or `(y, Mc, Ms)` with
+        `return_attention=True`: `Mc` of shape `(batch, channels)` and `Ms` of
+        shape `(batch, height, width)`, both float32.
+
+    Example:
+    >>> layer = keras_attn.layers.CBAM(reduction=4)
+    >>> y, mc, ms = layer(np.ones((2, 8, 8, 16)), return_attention=True)
+    >>> y.shape, mc.shape, ms.shape  # (2, 8, 8, 16), (2, 16), (2, 8, 8)
+
+    Reference:
+    - [Woo et al., 2018](https://arxiv.org/abs/1807.06521)
+    """
+
+    def __init__(self, reduction=16, kernel_size=7, **kwargs):
+        _utils.check_positive_int("CBAM", "reduction", reduction)
+        _utils.check_odd_kernel("CBAM", "kernel_size", kernel_size)
+        super().__init__(**kwargs)
+        self.reduction = reduction
+        self.kernel_size = kernel_size
+
+    def build(self, input_shape):
+        _utils.check_image_shape(self, input_shape)
+        self.channel_attention = ChannelAttention(
+            reduction=self.reduction,
+            dtype=self.dtype_policy,
+            name="channel_attention",
+        )
+        self.spatial_attention = SpatialAttention(
+            kernel_size=self.kernel_size,
+            dtype=self.dtype_policy,
+            name="spatial_attention",
+        )
+        self.channel_attention.build(input_shape)
+        self.spatial_attention.build(input_shape)
+
+    def call(self, inputs, return_attention=False):
+        refined, channel_map = self.channel_attention(
+            inputs, return_attention=True
+        )
+        outputs, spatial_map = self.spatial_attention(
+            refined, return_attention=True
+        )
+        if return_attention:
+            return outputs, channel_map, spatial_map
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_output_spec(self, inputs, return_attention=False):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not return_attention:
+            return outputs
+        channel_map = keras.KerasTensor(
+            (inputs.shape[0], inputs.shape[-1]), dtype="float32"
+        )
+        spatial_map = keras.KerasTensor(inputs.shape[:3], dtype="float32")
+        return outputs, channel_map, spatial_map
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"reduction": self.reduction, "kernel_size": self.kernel_size}
+        )
+        return config

@@ -1,0 +1,8 @@
+"""Model builders: backbones carrying attention, each with a baseline."""
+from keras_attn.models.attention_maps import attention_model
+from keras_attn.models.attention_maps import attention_outputs
+from keras_attn.models.ltpa_vgg import ltpa_vgg
+from keras_attn.models.residual_attention_network import (
+    residual_attention_network,
+)
+from keras_attn.models.resnet import resnet

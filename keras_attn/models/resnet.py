@@ -1,0 +1,264 @@
+"""ResNet with optional attention on every residual branch.
+
+Papers: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition",
+CVPR 2016, https://arxiv.org/abs/1512.03385; the attention placement of
+SE-ResNet (Hu et al., https://arxiv.org/abs/1709.01507, Fig. 3) and
+CBAM-ResNet (Woo et al., https://arxiv.org/abs/1807.06521, Fig. 3): the
+attention module rescales the residual branch just before the addition.
+
+Deviations, stated plainly:
+
+- CIFAR depths (6n+2) use 1x1 conv + BN projection shortcuts where the
+  shape changes (the paper's option B); the paper's CIFAR models use
+  parameter-free zero-padding shortcuts (option A). Option B adds ~4% more
+  parameters to ResNet-20.
+- ImageNet depths put the stride-2 of a bottleneck block on the 3x3 conv
+  ("ResNet v1.5", as torchvision), not on the first 1x1 conv. Convolutions
+  have no bias (BN follows each), so ResNet-50 with 1000 classes has
+  25,557,032 trainable parameters, as torchvision's `resnet50`;
+  `count_params()` adds the 53,120 BN moving statistics (25,610,152).
+- The stem depends on the input size, not on the depth: inputs smaller than
+  64 pixels get a 3x3 stride-1 conv and no max-pool, so 28x28 / 32x32
+  images are not downsampled 4x at once; larger or unknown (`None`) sizes
+  get the ImageNet 7x7/2 conv + 3x3/2 max-pool stem.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+
+from keras_attn.layers import _utils
+from keras_attn.layers.attention_factory import _REGISTRY
+from keras_attn.layers.attention_factory import get_attention
+
+# depth -> blocks per stage (3 stages of basic blocks, widths 16/32/64)
+_CIFAR_DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
+_CIFAR_WIDTHS = (16, 32, 64)
+# depth -> (block type, blocks per stage); widths 64/128/256/512
+_IMAGENET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+_IMAGENET_WIDTHS = (64, 128, 256, 512)
+_EXPANSION = 4  # bottleneck output channels = 4 x width
+_SMALL_INPUT = 64  # below this, no stride-2 stem and no max-pool
+# torchvision's BN settings (momentum 0.1 there is 0.9 in Keras terms)
+_BN = {"epsilon": 1e-5, "momentum": 0.9}
+
+
+def supported_depths():
+    """The depths `resnet` builds, sorted."""
+    return sorted({*_CIFAR_DEPTHS, *_IMAGENET_DEPTHS})
+
+
+def _stage_plan(depth):
+    """`[(block type, width, num_blocks), ...]` for each stage."""
+    if depth in _CIFAR_DEPTHS:
+        return [("basic", w, _CIFAR_DEPTHS[depth]) for w in _CIFAR_WIDTHS]
+    kind, blocks = _IMAGENET_DEPTHS[depth]
+    return [(kind, w, n) for w, n in zip(_IMAGENET_WIDTHS, blocks, strict=True)]
+
+
+def _attention_tag(attention):
+    """Short name used in layer names: `se`, `cbam`, ... or the class."""
+    if attention is True:
+        return "se"
+    if isinstance(attention, str):
+        return attention.lower()
+    cls = attention if isinstance(attention, type) else type(attention)
+    for key, registered in _REGISTRY.items():
+        if registered is cls:
+            return key
+    return cls.__name__.lower()
+
+
+def _conv_bn(x, filters, kernel_size, strides, name, relu=True):
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
+    )(x)
+    x = keras.layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
+    if relu:
+        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    return x
+
+
+def _attend(x, attention, attention_kwargs, name):
+    if attention is None or attention is False:
+        return x
+    layer = get_attention(attention, **{**attention_kwargs, "name": name})
+    params = inspect.signature(layer.call).parameters
+    if "return_attention" in params:
+        # Maps stay in the graph so `attention_model` can expose them.
+        return layer(x, return_attention=True)[0]
+    return layer(x)
+
+
+def _block(x, kind, width, strides, attention, attention_kwargs, name):
+    out_channels = width * _EXPANSION if kind == "bottleneck" else width
+    shortcut = x
+    if strides != 1 or x.shape[-1] != out_channels:
+        shortcut = _conv_bn(
+            x, out_channels, 1, strides, f"{name}_shortcut", relu=False
+        )
+    if kind == "basic":
+        y = _conv_bn(x, width, 3, strides, f"{name}_1")
+        y = _conv_bn(y, width, 3, 1, f"{name}_2", relu=False)
+    else:
+        y = _conv_bn(x, width, 1, 1, f"{name}_1")
+        y = _conv_bn(y, width, 3, strides, f"{name}_2")
+        y = _conv_bn(y, out_channels, 1, 1, f"{name}_3", relu=False)
+    tag = _attention_tag(attention) if attention is not None else ""
+    y = _attend(y, attention, attention_kwargs, f"{name}_{tag}")
+    y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+    return keras.layers.ReLU(name=f"{name}_out")(y)
+
+
+def _is_size(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_input_shape(input_shape):
+    allowed = (
+        "a tuple (height, width, channels), channels last, with a known "
+        "channel count and positive (or None) height and width"
+    )
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+        _utils.fail("resnet", "input_shape", input_shape, allowed)
+    height, width, channels = input_shape
+    spatial_ok = all(d is None or _is_size(d) for d in (height, width))
+    if not (spatial_ok and _is_size(channels)):
+        _utils.fail("resnet", "input_shape", input_shape, allowed)
+    return tuple(input_shape)
+
+
+def resnet(
+    input_shape,
+    num_classes,
+    depth,
+    attention=None,
+    attention_kwargs=None,
+    name=None,
+):
+    """A ResNet classifier with optional attention in every residual block.
+
+    [He et al., 2016](https://arxiv.org/abs/1512.03385). Every residual block
+    applies `attention` to its residual branch after the last BN and before
+    the addition, as SE-ResNet
+    ([Hu et al., 2018](https://arxiv.org/abs/1709.01507)) and CBAM-ResNet
+    ([Woo et al., 2018](https://arxiv.org/abs/1807.06521)) do;
+    `attention=None` is the no-attention baseline of the same backbone.
+
+    - CIFAR depths 20, 32, 44, 56, 110 (6n+2): three stages of n basic
+      blocks, widths 16/32/64.
+    - ImageNet depths 18, 34 (basic blocks) and 50, 101, 152 (bottleneck
+      blocks, 4x expansion), widths 64/128/256/512.
+
+    The stem depends on the input size: if `min(height, width) < 64`, a 3x3
+    stride-1 conv without max-pool (for 28x28 and 32x32 images); otherwise,
+    including unknown (`None`) sizes, a 7x7 stride-2 conv and a 3x3 stride-2
+    max-pool. The stem has as many filters as the first stage. Every conv is
+    followed by BN (and ReLU); shortcuts are 1x1 conv + BN projections where
+    the shape changes. Global average pooling, a `Dense` named `"logits"` and
+    a float32 softmax named `"probabilities"` close the model.
+
+    Attention layers are called with `return_attention=True` when they
+    support it (their maps stay in the graph for
+    `keras_attn.models.attention_model`) and are named
+    `stage{i}_block{j}_{tag}` (1-based), `tag` being the registry name
+    (`se`, `cbam`, ...) or the lower-cased class name.
+
+    Args:
+        input_shape: `(height, width, channels)`, channels last; height and
+            width may be `None`.
+        num_classes: integer >= 1, number of classes.
+        depth: one of `supported_depths()`: 18, 20, 32, 34, 44, 50, 56, 101,
+            110, 152.
+        attention: anything `keras_attn.layers.get_attention` accepts:
+            `None` (baseline), `"se"`, `"cbam"`, `"channel"`, `"spatial"`,
+            `True` (SE), a layer class or a layer instance (used as a
+            template: each block gets a fresh copy).
+        attention_kwargs: optional dict of constructor arguments for each
+            attention layer, e.g. `{"reduction": 16}`.
+        name: model name. Defaults to `"resnet{depth}"` plus `"_{tag}"`.
+
+    Returns:
+        A functional `keras.Model` mapping images to class probabilities
+        `(batch, num_classes)` (float32).
+
+    Raises:
+        ValueError: for an unsupported `depth`, `num_classes < 1`, a bad
+            `input_shape`, or an unknown `attention` / `attention_kwargs`.
+
+    Example:
+    >>> model = keras_attn.models.resnet((32, 32, 3), 10, 20, "cbam")
+    >>> model.output_shape  # (None, 10)
+    """
+    input_shape = _check_input_shape(input_shape)
+    _utils.check_positive_int("resnet", "num_classes", num_classes)
+    if isinstance(depth, bool) or depth not in supported_depths():
+        _utils.fail("resnet", "depth", depth, f"one of {supported_depths()}")
+    if attention_kwargs is None:
+        attention_kwargs = {}
+    if not isinstance(attention_kwargs, dict):
+        _utils.fail(
+            "resnet", "attention_kwargs", attention_kwargs, "None or a dict"
+        )
+    try:
+        # Fail here, with the builder's name, not inside the first block.
+        get_attention(attention, **attention_kwargs)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"resnet: invalid `attention` or `attention_kwargs`; {error}"
+        ) from error
+    if attention is False:
+        attention = None
+    if name is None:
+        name = f"resnet{depth}"
+        if attention is not None:
+            name += f"_{_attention_tag(attention)}"
+
+    plan = _stage_plan(depth)
+    inputs = keras.Input(input_shape)
+    height, width = input_shape[:2]
+    small = (
+        height is not None
+        and width is not None
+        and min(height, width) < _SMALL_INPUT
+    )
+    stem_width = plan[0][1]
+    if small:
+        x = _conv_bn(inputs, stem_width, 3, 1, "stem")
+    else:
+        x = _conv_bn(inputs, stem_width, 7, 2, "stem")
+        x = keras.layers.MaxPooling2D(
+            3, strides=2, padding="same", name="stem_pool"
+        )(x)
+    for i, (kind, stage_width, num_blocks) in enumerate(plan, start=1):
+        for j in range(1, num_blocks + 1):
+            strides = 2 if (i > 1 and j == 1) else 1
+            x = _block(
+                x,
+                kind,
+                stage_width,
+                strides,
+                attention,
+                attention_kwargs,
+                f"stage{i}_block{j}",
+            )
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Activation(
+        "softmax", dtype="float32", name="probabilities"
+    )(x)
+    return keras.Model(inputs, outputs, name=name)

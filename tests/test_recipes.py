@@ -1,0 +1,69 @@
+"""The main job end to end, on a tiny budget: train, evaluate, export."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from recipes import cbam_resnet
+
+TINY = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "16",
+        "--train-images", "256", "--test-images", "64"]
+
+
+@pytest.fixture(scope="module")
+def cbam_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    metrics = cbam_resnet.main([*TINY, "--output-dir", str(out)])
+    return out / "cbam_resnet", metrics
+
+
+@pytest.mark.tf_only
+def test_recipe_writes_model_history_metrics_and_exports(cbam_run):
+    out, metrics = cbam_run
+    for f in ("model.keras", "history.json", "metrics.json", "model.tflite",
+              "saved_model/saved_model.pb"):
+        assert (out / f).exists(), f
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["attention"] is True
+    assert saved["export"]["tflite_max_abs_diff"] < 1e-4
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    assert np.isfinite(saved["test_loss"])
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["loss"]) == 1 and "val_accuracy" in history
+
+
+@pytest.mark.tf_only
+def test_recipe_saved_model_runs_without_keras_attn(cbam_run):
+    out, _ = cbam_run
+    code = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "m = tf.saved_model.load(sys.argv[1])\n"
+        "assert 'keras_attn' not in sys.modules\n"
+        "out = m.serve(tf.zeros((3, 28, 28, 1)))\n"
+        "p = out['output_0'].numpy()\n"
+        "assert p.shape == (3, 10), p.shape\n"
+        "assert np.allclose(p.sum(-1), 1, atol=1e-5)\n"
+    )
+    env = dict(os.environ, PYTHONPATH="")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out / "saved_model")],
+        capture_output=True, text=True, env=env, cwd=str(out), timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.tf_only
+def test_no_attention_trains_the_same_backbone_without_cbam(tmp_path,
+                                                            cbam_run):
+    metrics = cbam_resnet.main(
+        [*TINY, "--no-attention", "--no-export", "--output-dir",
+         str(tmp_path)]
+    )
+    assert metrics["attention"] is False and "export" not in metrics
+    assert metrics["params"] < cbam_run[1]["params"]
+    assert (tmp_path / "cbam_resnet_baseline" / "model.keras").exists()
