@@ -8,7 +8,9 @@ with the backend's own autodiff.
 
 from __future__ import annotations
 
+import atexit
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +38,19 @@ def random_inputs(shapes, seed=0, scale=1.0):
         (scale * rng.standard_normal(s)).astype("float32") for s in shapes
     ]
     return arrays
+
+
+def randomize_weights(layer_or_model, seed=0, scale=0.5):
+    """Overwrite every weight with `scale * N(0, 1)` noise.
+
+    Default initialisers give zero biases and unit gates; random weights make
+    a wrong formula visible in a reference comparison.
+    """
+    rng = np.random.default_rng(seed)
+    layer_or_model.set_weights(
+        [scale * rng.standard_normal(w.shape)
+         for w in layer_or_model.get_weights()]
+    )
 
 
 def wrap(layer, input_shapes, **call_kwargs):
@@ -83,43 +98,80 @@ def assert_config_roundtrip(layer):
     assert restored.get_config() == config
 
 
-_LOAD_SCRIPT = textwrap.dedent(
+# A long-lived loader process serves every reload check of a test session:
+# it imports keras and keras_attn once (the costly part), and each model is
+# loaded from its file with nothing of the saving process shared.
+_LOADER_SCRIPT = textwrap.dedent(
     """
+    import json
     import sys
+    import traceback
+
     import numpy as np
     import keras
     import keras_attn  # registers the layers; nothing else is allowed
-    model_path, inputs_path, outputs_path = sys.argv[1:4]
-    data = np.load(inputs_path)
-    inputs = [data[f"x{i}"] for i in range(len(data.files))]
-    model = keras.saving.load_model(model_path, safe_mode=True)
-    out = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    out = out if isinstance(out, (list, tuple)) else [out]
-    np.savez(outputs_path, *[keras.ops.convert_to_numpy(o) for o in out])
+
+    for line in sys.stdin:
+        model_path, inputs_path, outputs_path = json.loads(line)
+        try:
+            keras.backend.clear_session()
+            data = np.load(inputs_path)
+            inputs = [data[f"x{i}"] for i in range(len(data.files))]
+            model = keras.saving.load_model(model_path, safe_mode=True)
+            out = model(inputs if len(inputs) > 1 else inputs[0],
+                        training=False)
+            out = out if isinstance(out, (list, tuple)) else [out]
+            np.savez(outputs_path,
+                     *[keras.ops.convert_to_numpy(o) for o in out])
+            reply = {"ok": True}
+        except Exception:
+            reply = {"ok": False, "error": traceback.format_exc()}
+        print("@@reply " + json.dumps(reply), flush=True)
     """
 )
+_loader = None
+
+
+def _loader_process():
+    global _loader
+    if _loader is None or _loader.poll() is not None:
+        env = dict(os.environ, KERAS_BACKEND=BACKEND)
+        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        _loader = subprocess.Popen(
+            [sys.executable, "-c", _LOADER_SCRIPT],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        atexit.register(_loader.kill)
+    return _loader
+
+
+def _load_in_other_process(model_path, inputs_path, outputs_path):
+    proc = _loader_process()
+    proc.stdin.write(json.dumps([model_path, inputs_path, outputs_path]))
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    for line in proc.stdout:
+        if line.startswith("@@reply "):
+            return json.loads(line[len("@@reply "):])
+    return {"ok": False, "error": f"loader exited with {proc.wait()}"}
 
 
 def assert_keras_file_roundtrip(model, inputs, tmp_path, atol=1e-6):
-    """Save to `.keras`, load it in a fresh Python process with
-    `safe_mode=True`, and compare outputs with the original model."""
+    """Save to `.keras`, load it in another Python process (one that never
+    built the model) with `safe_mode=True`, and compare outputs with the
+    original model."""
     expected = run(model, inputs)
     model_path = os.path.join(tmp_path, "model.keras")
     inputs_path = os.path.join(tmp_path, "inputs.npz")
     outputs_path = os.path.join(tmp_path, "outputs.npz")
     model.save(model_path)
     np.savez(inputs_path, **{f"x{i}": a for i, a in enumerate(to_list(inputs))})
-    env = dict(os.environ, KERAS_BACKEND=BACKEND)
-    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-c", _LOAD_SCRIPT, model_path, inputs_path,
-         outputs_path],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"reload failed:\n{proc.stderr[-3000:]}"
+    reply = _load_in_other_process(model_path, inputs_path, outputs_path)
+    assert reply["ok"], f"reload failed:\n{reply['error'][-3000:]}"
     got = np.load(outputs_path)
     got = [got[f"arr_{i}"] for i in range(len(got.files))]
     assert len(got) == len(expected)

@@ -35,6 +35,12 @@ def check_positive_float(layer, argument, value):
     return float(value)
 
 
+def check_bool(layer, argument, value):
+    if not isinstance(value, bool):
+        fail(layer, argument, value, "a bool (True or False)")
+    return value
+
+
 def check_odd_kernel(layer, argument, value):
     """Odd sizes keep `padding="same"` symmetric, so maps stay aligned."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

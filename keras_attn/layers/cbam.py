@@ -29,12 +29,6 @@ from keras import ops
 from keras_attn.layers import _utils
 
 
-def _check_bool(layer, argument, value):
-    if not isinstance(value, bool):
-        _utils.fail(layer, argument, value, "a bool")
-    return value
-
-
 @keras.saving.register_keras_serializable(package="keras_attn")
 class ChannelAttention(keras.layers.Layer):
     """CBAM channel attention: a shared MLP on average- and max-pooled maps.
@@ -69,7 +63,7 @@ class ChannelAttention(keras.layers.Layer):
 
     def __init__(self, reduction=16, use_bias=True, **kwargs):
         _utils.check_positive_int("ChannelAttention", "reduction", reduction)
-        _check_bool("ChannelAttention", "use_bias", use_bias)
+        _utils.check_bool("ChannelAttention", "use_bias", use_bias)
         super().__init__(**kwargs)
         self.reduction = reduction
         self.use_bias = use_bias

@@ -35,6 +35,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_attn.layers._utils import check_bool
 from keras_attn.layers._utils import check_choice
 from keras_attn.layers._utils import check_image_shape
 from keras_attn.layers._utils import check_positive_int
@@ -150,8 +151,7 @@ class ResidualAttentionModule(keras.layers.Layer):
         check_positive_int(self, "r", r, minimum=1)
         check_positive_int(self, "num_skips", num_skips, minimum=0)
         check_choice(self, "mask_activation", mask_activation, MASK_ACTIVATIONS)
-        if not isinstance(naive, bool):
-            fail(self, "naive", naive, "a bool")
+        check_bool(self, "naive", naive)
         super().__init__(**kwargs)
         self.filters = filters
         self.p = p

@@ -92,8 +92,7 @@ class SqueezeExcite(keras.layers.Layer):
             _utils.check_positive_int(name, "reduction", reduction)
         _utils.check_activation(name, "activation", activation)
         _utils.check_activation(name, "gate", gate)
-        if not isinstance(use_bias, bool):
-            _utils.fail(name, "use_bias", use_bias, "a bool")
+        _utils.check_bool(name, "use_bias", use_bias)
         super().__init__(**kwargs)
         self.ratio = ratio
         self.reduction = reduction

@@ -51,10 +51,7 @@ def test_every_name_survives_keras_file(tmp_path):
         )
         outputs.extend(maps)
     model = keras.Model(inputs, [x, *outputs])
-    rng = np.random.default_rng(0)
-    model.set_weights(
-        [0.5 * rng.standard_normal(w.shape) for w in model.get_weights()]
-    )
+    harness.randomize_weights(model)
     x = harness.random_inputs([(2, *SHAPE)], seed=2)[0]
     harness.assert_keras_file_roundtrip(model, x, tmp_path)
 

@@ -13,14 +13,6 @@ from tests import harness
 SHAPE = (8, 10, 12)  # (H, W, C); H != W catches transposed maps
 
 
-def _randomize(layer, seed=0, scale=0.5):
-    # Default bias init is zero; random weights make a wrong formula show.
-    rng = np.random.default_rng(seed)
-    layer.set_weights(
-        [scale * rng.standard_normal(w.shape) for w in layer.get_weights()]
-    )
-
-
 def _np(variable):
     return np.asarray(ops.convert_to_numpy(variable), dtype="float64")
 
@@ -98,7 +90,7 @@ def np_cbam(layer, x):
 def _built(cls, shape=SHAPE, seed=0, **kwargs):
     layer = cls(**kwargs)
     layer.build((None, *shape))
-    _randomize(layer, seed)
+    harness.randomize_weights(layer, seed)
     return layer
 
 
@@ -309,7 +301,7 @@ def _all_three_model(shape=SHAPE, seed=0):
     x, ms = SpatialAttention(kernel_size=3)(x, return_attention=True)
     y, mc2, ms2 = CBAM(reduction=2, kernel_size=5)(x, return_attention=True)
     model = keras.Model(inputs, [y, mc, ms, mc2, ms2])
-    _randomize(model, seed)
+    harness.randomize_weights(model, seed)
     return model
 
 
@@ -336,7 +328,7 @@ def test_tflite_builtins_match():
 def test_variable_spatial_size():
     layer = CBAM(reduction=4, kernel_size=3)
     model = harness.wrap(layer, (None, None, SHAPE[-1]), return_attention=True)
-    _randomize(model, seed=9)
+    harness.randomize_weights(model, seed=9)
     for size in [(5, 7), (11, 6)]:
         x = _x(shape=(*size, SHAPE[-1]), seed=10)
         got = harness.run(model, x)
@@ -392,7 +384,7 @@ def test_large_inputs_stay_finite(dtype, name):
     layer = make(dtype=dtype)
     x = _x(seed=11, scale=1e4)
     layer.build(x.shape)
-    _randomize(layer, seed=12)
+    harness.randomize_weights(layer, seed=12)
     outs = harness.to_numpy(layer(x, return_attention=True))
     for out in outs:
         assert np.isfinite(out.astype("float32")).all()

@@ -11,14 +11,6 @@ from tests import harness
 SHAPE = (8, 8, 12)  # (H, W, C) without batch
 
 
-def _randomize(layer, seed=0, scale=0.5):
-    # Default bias init is zero; random weights make a wrong formula show.
-    rng = np.random.default_rng(seed)
-    layer.set_weights(
-        [scale * rng.standard_normal(w.shape) for w in layer.get_weights()]
-    )
-
-
 def _np(variable):
     return np.asarray(ops.convert_to_numpy(variable), dtype="float64")
 
@@ -50,7 +42,7 @@ def reference(layer, x):
 def _built(shape=SHAPE, seed=0, **kwargs):
     layer = SqueezeExcite(**kwargs)
     layer.build((None, *shape))
-    _randomize(layer, seed)
+    harness.randomize_weights(layer, seed)
     return layer
 
 
@@ -143,7 +135,7 @@ def test_config_roundtrip(kwargs):
 
 def _model(shape=SHAPE, seed=0, **kwargs):
     model = harness.wrap(SqueezeExcite(**kwargs), shape, return_attention=True)
-    _randomize(model, seed)
+    harness.randomize_weights(model, seed)
     return model
 
 
@@ -178,7 +170,7 @@ def test_tflite_builtins_match(gate):
 def test_variable_spatial_size():
     layer = SqueezeExcite(reduction=4)
     model = harness.wrap(layer, (None, None, 12), return_attention=True)
-    _randomize(model, seed=8)
+    harness.randomize_weights(model, seed=8)
     for size in [(5, 7), (9, 4)]:
         x = harness.random_inputs([(2, *size, 12)], seed=9)[0]
         y, gate = harness.run(model, x)
@@ -228,7 +220,7 @@ def test_large_inputs_stay_finite(dtype, gate):
     layer = SqueezeExcite(reduction=4, gate=gate, dtype=dtype)
     x = harness.random_inputs([(2, *SHAPE)], seed=10, scale=1e4)[0]
     layer.build(x.shape)
-    _randomize(layer, seed=11)
+    harness.randomize_weights(layer, seed=11)
     y, g = harness.to_numpy(layer(x, return_attention=True))
     assert np.isfinite(y.astype("float32")).all()
     assert np.isfinite(g).all() and g.dtype == np.float32
