@@ -4,9 +4,12 @@ without attention.
 Each case is a block `x -> conv3x3 -> BN -> ReLU -> [attention]` (for the
 residual attention module: its trunk of pre-activation units; for LTPA: the
 attention pooling versus plain global average pooling). The overhead ratio is
-time(block with attention) / time(block without). Timings are medians of
-`--repeats` calls of an XLA-free `tf.function` (TensorFlow backend) after
-warm-up; FLOPs come from TensorFlow's graph profiler (ops it knows only).
+time(block with attention) / time(block without), from the fastest of the
+repeats; `+params` / `+MFLOPs` are what the attention adds to the block.
+The printed timings are medians of `--repeats` calls of an XLA-free
+`tf.function` (TensorFlow backend) after warm-up, with the two blocks timed
+in alternation; FLOPs come from
+TensorFlow's graph profiler (ops it knows only).
 
     python -m benchmarks.layers                 # both shapes, prints a table
     python -m benchmarks.layers --quick         # small shape, 3 repeats
@@ -28,6 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")  # the FLOPs profiler's v1 deprecations
 
 from keras_attn import layers  # noqa: E402
 
@@ -83,16 +88,11 @@ def _model(build, shape):
     return keras.Model(inputs, build(inputs))
 
 
-def _median_seconds(fn, x, repeats):
-    for _ in range(2):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn(x)
-        np.asarray(tf.nest.flatten(out)[0])  # wait for the result
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn, x):
+    start = time.perf_counter()
+    out = fn(x)
+    np.asarray(tf.nest.flatten(out)[0])  # wait for the result
+    return time.perf_counter() - start
 
 
 def _flops(model, shape):
@@ -110,9 +110,8 @@ def _flops(model, shape):
     return int(model_analyzer.profile(graph, options=opts).total_float_ops)
 
 
-def measure(build, shape, repeats):
+def _functions(build, shape):
     model = _model(build, shape)
-    x = tf.random.normal(shape)
     forward = tf.function(lambda x: model(x, training=False))
 
     @tf.function
@@ -122,12 +121,30 @@ def measure(build, shape, repeats):
             loss = tf.reduce_mean(tf.square(tf.cast(y, "float32")))
         return tape.gradient(loss, model.trainable_variables)
 
-    return {
-        "forward_ms": 1e3 * _median_seconds(forward, x, repeats),
-        "forward_backward_ms": 1e3 * _median_seconds(train_step, x, repeats),
-        "params": int(model.count_params()),
-        "flops": _flops(model, shape),
-    }
+    return model, {"forward": forward, "forward_backward": train_step}
+
+
+def measure_pair(build_with, build_without, shape, repeats):
+    """Time both blocks in alternation, so drift in the machine's speed
+    (other processes, thermal state) hits both sides alike."""
+    x = tf.random.normal(shape)
+    pair = [_functions(build_with, shape), _functions(build_without, shape)]
+    results = []
+    for model, fns in pair:
+        for fn in fns.values():
+            for _ in range(2):
+                _seconds(fn, x)  # trace and warm up
+        results.append({"params": int(model.count_params()),
+                        "flops": _flops(model, shape)})
+    for kind in ("forward", "forward_backward"):
+        times = [[], []]
+        for _ in range(repeats):
+            for i, (_, fns) in enumerate(pair):
+                times[i].append(_seconds(fns[kind], x))
+        for i in range(2):
+            results[i][f"{kind}_ms"] = 1e3 * statistics.median(times[i])
+            results[i][f"{kind}_min_ms"] = 1e3 * min(times[i])
+    return results
 
 
 def main(argv=None):
@@ -145,14 +162,13 @@ def main(argv=None):
 
     results = []
     header = (f"{'layer':<24}{'shape':>11}{'fwd ms':>9}{'f+b ms':>9}"
-              f"{'params':>10}{'MFLOPs':>10}{'fwd x':>7}{'f+b x':>7}")
+              f"{'+params':>9}{'+MFLOPs':>9}{'fwd x':>7}{'f+b x':>7}")
     print(header)
     for shape_name in args.shapes:
         shape = SHAPES[shape_name]
         for name, (with_attn, without) in cases(shape[-1]).items():
             keras.utils.set_random_seed(0)
-            a = measure(with_attn, shape, args.repeats)
-            b = measure(without, shape, args.repeats)
+            a, b = measure_pair(with_attn, without, shape, args.repeats)
             row = {
                 "layer": name,
                 "batch": shape[0],
@@ -161,15 +177,19 @@ def main(argv=None):
                 "attention_params": a["params"] - b["params"],
                 "attention_flops": a["flops"] - b["flops"],
                 "baseline": b,
-                "forward_overhead": a["forward_ms"] / b["forward_ms"],
+                # Ratios of the fastest runs: on a shared CPU the minimum is
+                # the least noisy estimate of a block's own cost.
+                "forward_overhead": a["forward_min_ms"] / b["forward_min_ms"],
                 "forward_backward_overhead": (
-                    a["forward_backward_ms"] / b["forward_backward_ms"]
+                    a["forward_backward_min_ms"] / b["forward_backward_min_ms"]
                 ),
             }
             results.append(row)
             print(f"{name:<24}{shape_name:>11}{a['forward_ms']:>9.2f}"
-                  f"{a['forward_backward_ms']:>9.2f}{a['params']:>10}"
-                  f"{a['flops'] / 1e6:>10.1f}{row['forward_overhead']:>7.2f}"
+                  f"{a['forward_backward_ms']:>9.2f}"
+                  f"{row['attention_params']:>9}"
+                  f"{row['attention_flops'] / 1e6:>9.1f}"
+                  f"{row['forward_overhead']:>7.2f}"
                   f"{row['forward_backward_overhead']:>7.2f}", flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
