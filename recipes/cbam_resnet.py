@@ -5,7 +5,7 @@ with `--no-attention`, the same ResNet without it), evaluates on the test
 split, and exports SavedModel + TFLite (builtin ops) under
 `--output-dir/cbam_resnet[_baseline]/`.
 
-    python -m recipes.cbam_resnet                  # default: 2 epochs
+    python -m recipes.cbam_resnet                  # default: 1 epoch, 60k images
     python -m recipes.cbam_resnet --no-attention   # the baseline
 """
 

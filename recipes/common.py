@@ -21,7 +21,7 @@ DATASETS = ("fashion_mnist",)
 def parser(description, **defaults):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--dataset", default="fashion_mnist", choices=DATASETS)
-    p.add_argument("--epochs", type=int, default=defaults.get("epochs", 2))
+    p.add_argument("--epochs", type=int, default=defaults.get("epochs", 1))
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=defaults.get("lr", 1e-3))
     p.add_argument(
