@@ -5,8 +5,8 @@ with `--no-attention`, the same ResNet without it), evaluates on the test
 split, and exports SavedModel + TFLite (builtin ops) under
 `--output-dir/cbam_resnet[_baseline]/`.
 
-    python -m recipes.cbam_resnet                  # default: 1 epoch, 60k images
-    python -m recipes.cbam_resnet --no-attention   # the baseline
+    python -m recipes.cbam_resnet                 # default: 1 epoch, 60k images
+    python -m recipes.cbam_resnet --no-attention  # the baseline
 """
 
 from recipes import common
