@@ -1,0 +1,269 @@
+"""Stand-alone local self-attention (SASA) over k x k neighbourhoods.
+
+Paper: Ramachandran, Parmar, Vaswani, Bello, Levskaya, Shlens, "Stand-Alone
+Self-Attention in Vision Models", NeurIPS 2019,
+https://arxiv.org/abs/1906.05909
+
+Follows the paper's Eq. 3: every pixel attends to the `k x k` memory block
+centred on it, with logits `q_p . (k_j + r_{j-p})` summed over the channels
+of each head, where `r` is a row-offset embedding (half the channels)
+concatenated with a column-offset embedding (the other half). Differences
+from the paper and the popular PyTorch port (leaderj1001), stated plainly:
+
+- The port computes `q * k` elementwise and takes the softmax per channel
+  (its issues #10, #16, #24), i.e. every channel is its own head. Here the
+  logits are summed over the head's `filters // num_heads` channels, as in
+  the paper.
+- Neighbours outside the image are masked out of the softmax (weight exactly
+  0). The port zero-pads keys, so border pixels attend to padding with logit
+  `q . r`; the paper does not say how borders are handled.
+- Logits are not scaled by `1 / sqrt(d)` (neither the paper's equation nor
+  the port scales them).
+- With `strides=2`, 2x2 average pooling ("valid", odd sizes are floored)
+  follows the attention, as the paper describes.
+- Neighbourhoods are gathered with a depthwise convolution whose constant
+  one-hot kernel copies each of the `k * k` neighbours into its own channel:
+  a builtin DEPTHWISE_CONV_2D in TFLite, with a kernel of `C * k**4` values
+  instead of the `(k * k * C)**2` of `keras.ops.image.extract_patches`.
+  Every matmul is rank 4 (batch and positions flattened), which TFLite
+  converts to BATCH_MATMUL.
+- Logits, softmax and the weighted sum of values run in float32 under mixed
+  precision; the 1x1 projections run in the compute dtype.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_attn.layers import _utils
+
+# Added to the logits of neighbours outside the image. Far below any finite
+# float32 logit the layer can produce, yet finite so that no `inf - inf`
+# appears; the masked weights are then zeroed exactly (see `call`).
+_MASK_LOGIT = -1e30
+
+
+def _one_hot_window_kernel(kernel_size, channels):
+    """Depthwise kernel `(k, k, C, k*k)` copying neighbour `(a, b)` of every
+    channel into output channel `c * k*k + a*k + b`."""
+    window = kernel_size * kernel_size
+    kernel = np.zeros((kernel_size, kernel_size, channels, window), "float32")
+    for a in range(kernel_size):
+        for b in range(kernel_size):
+            kernel[a, b, :, a * kernel_size + b] = 1.0
+    return kernel
+
+
+@keras.saving.register_keras_serializable(package="keras_attn")
+class LocalSelfAttention2D(keras.layers.Layer):
+    """Stand-alone self-attention over each pixel's `k x k` neighbourhood.
+
+    [Ramachandran et al., 2019](https://arxiv.org/abs/1906.05909), Eq. 3:
+    for pixel `p`, head `h` and neighbour `j` in the `k x k` block `N_k(p)`,
+    `y_p^h = sum_j softmax_j(q_p^h . (k_j^h + r_{j-p}^h)) v_j^h`, with
+    `q = x W_Q`, `k = x W_K`, `v = x W_V` (1x1 projections to `filters`
+    channels, no bias) split into `num_heads` heads of
+    `filters // num_heads` channels, and `r_{(da, db)}` the concatenation of
+    a learned row embedding `rel_rows[da]` (`filters // 2` channels) and a
+    column embedding `rel_cols[db]` (`filters // 2` channels). Neighbours
+    outside the image are masked out of the softmax. With `strides=2` a 2x2
+    average pooling follows. Channels-last inputs only; any spatial size.
+
+    Args:
+        filters: integer >= 1, output channels (of q, k and v). Must be a
+            multiple of `num_heads`, and even when `relative=True`.
+        kernel_size: odd integer >= 1, the side `k` of the attention window.
+            Defaults to `7` (the paper's choice).
+        num_heads: integer >= 1, number of attention heads. Defaults to `8`.
+        strides: `1` or `2`; `2` adds 2x2 average pooling after the
+            attention. Defaults to `1`.
+        relative: whether to add the relative position embeddings to the
+            keys. Defaults to `True`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tensor of shape `(batch, height, width, channels)`.
+        return_attention: if `True`, also return the attention weights.
+
+    Returns:
+        `y` of shape `(batch, height', width', filters)` (`height' = height`,
+        or `height // 2` with `strides=2`), or `(y, weights)` with
+        `return_attention=True`: `weights` of shape
+        `(batch, height, width, num_heads, kernel_size**2)` in float32 (before
+        pooling; neighbour `a * kernel_size + b` sits at row offset
+        `a - kernel_size // 2`, column offset `b - kernel_size // 2`; masked
+        neighbours have weight 0).
+
+    Example:
+    >>> layer = keras_attn.layers.LocalSelfAttention2D(16, 3, num_heads=2)
+    >>> y, w = layer(np.ones((2, 8, 8, 4)), return_attention=True)
+    >>> y.shape, w.shape  # (2, 8, 8, 16), (2, 8, 8, 2, 9)
+
+    Reference:
+    - [Ramachandran et al., 2019](https://arxiv.org/abs/1906.05909)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=7,
+        num_heads=8,
+        strides=1,
+        relative=True,
+        **kwargs,
+    ):
+        name = "LocalSelfAttention2D"
+        _utils.check_positive_int(name, "filters", filters)
+        _utils.check_odd_kernel(name, "kernel_size", kernel_size)
+        _utils.check_positive_int(name, "num_heads", num_heads)
+        _utils.check_positive_int(name, "strides", strides)
+        _utils.check_choice(name, "strides", strides, (1, 2))
+        _utils.check_bool(name, "relative", relative)
+        if filters % num_heads:
+            _utils.fail(
+                name,
+                "filters",
+                filters,
+                f"a multiple of num_heads={num_heads}",
+            )
+        if relative and filters % 2:
+            _utils.fail(
+                name,
+                "filters",
+                filters,
+                "an even number when relative=True (row and column "
+                "embeddings take half the channels each)",
+            )
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.num_heads = num_heads
+        self.strides = strides
+        self.relative = relative
+
+    def build(self, input_shape):
+        channels = _utils.check_image_shape(self, input_shape)
+        shape = tuple(input_shape)
+        for role in ("query", "key", "value"):
+            conv = keras.layers.Conv2D(
+                self.filters,
+                1,
+                use_bias=False,
+                dtype=self.dtype_policy,
+                name=role,
+            )
+            conv.build((*shape[:3], channels))
+            setattr(self, role, conv)
+        if self.relative:
+            half = self.filters // 2
+            init = keras.initializers.RandomNormal(stddev=1.0)
+            self.rel_rows = self.add_weight(
+                shape=(self.kernel_size, half),
+                initializer=init,
+                name="rel_rows",
+            )
+            self.rel_cols = self.add_weight(
+                shape=(self.kernel_size, half),
+                initializer=init,
+                name="rel_cols",
+            )
+        self._value_window = _one_hot_window_kernel(
+            self.kernel_size, self.filters
+        )
+        self._mask_window = _one_hot_window_kernel(self.kernel_size, 1)
+
+    def _neighbours(self, x, kernel):
+        """`(B, H, W, C)` -> `(B*H*W, C, k*k)` zero-padded neighbours."""
+        window = self.kernel_size * self.kernel_size
+        kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
+        patches = ops.depthwise_conv(x, kernel, 1, padding="same")
+        return ops.reshape(patches, (-1, ops.shape(x)[-1], window))
+
+    def _relative_embeddings(self):
+        """`(num_heads, d, k*k)` float32: `r[n]` for `n = a*k + b` is
+        `concat(rel_rows[a], rel_cols[b])`, split into heads."""
+        k = self.kernel_size
+        rows = ops.repeat(ops.cast(self.rel_rows, "float32"), k, axis=0)
+        cols = ops.tile(ops.cast(self.rel_cols, "float32"), (k, 1))
+        rel = ops.concatenate([rows, cols], axis=-1)  # (k*k, filters)
+        depth = self.filters // self.num_heads
+        rel = ops.reshape(rel, (k * k, self.num_heads, depth))
+        return ops.transpose(rel, (1, 2, 0))  # (heads, d, k*k)
+
+    def call(self, inputs, return_attention=False):
+        heads = self.num_heads
+        depth = self.filters // heads
+        window = self.kernel_size * self.kernel_size
+        shape = ops.shape(inputs)
+        batch, height, width = shape[0], shape[1], shape[2]
+
+        q = ops.cast(self.query(inputs), "float32")
+        q = ops.reshape(q, (-1, heads, 1, depth))  # (P, heads, 1, d)
+        keys = ops.cast(self._neighbours(self.key(inputs), self._value_window),
+                        "float32")
+        keys = ops.reshape(keys, (-1, heads, depth, window))  # (P,h,d,k*k)
+        if self.relative:
+            keys = keys + self._relative_embeddings()[None]
+        logits = ops.matmul(q, keys)[:, :, 0, :]  # (P, heads, k*k)
+
+        # 1 where the neighbour lies inside the image, 0 where it is padding.
+        ones = ops.ones_like(ops.cast(inputs[..., :1], "float32"))
+        valid = self._neighbours(ones, self._mask_window)  # (P, 1, k*k)
+        logits = ops.where(valid > 0.5, logits, _MASK_LOGIT)
+        # The centre is always valid, so the max is a real logit and the
+        # masked terms underflow; multiplying by `valid` makes them exactly 0
+        # even if every real logit were below _MASK_LOGIT.
+        weights = ops.softmax(logits, axis=-1) * valid  # (P, heads, k*k)
+
+        values = ops.cast(
+            self._neighbours(self.value(inputs), self._value_window),
+            "float32",
+        )
+        values = ops.reshape(values, (-1, heads, depth, window))
+        outputs = ops.matmul(values, weights[..., None])  # (P, h, d, 1)
+        outputs = ops.reshape(
+            outputs, (batch, height, width, self.filters)
+        )
+        outputs = ops.cast(outputs, self.compute_dtype)
+        if self.strides == 2:
+            outputs = ops.average_pool(outputs, 2, 2, padding="valid")
+        if return_attention:
+            weights = ops.reshape(
+                weights, (batch, height, width, heads, window)
+            )
+            return outputs, weights
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width = tuple(input_shape)[:3]
+        if self.strides == 2:
+            height = None if height is None else height // 2
+            width = None if width is None else width // 2
+        return (batch, height, width, self.filters)
+
+    def compute_output_spec(self, inputs, return_attention=False):
+        outputs = keras.KerasTensor(
+            self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
+        )
+        if not return_attention:
+            return outputs
+        weights = keras.KerasTensor(
+            (*inputs.shape[:3], self.num_heads, self.kernel_size**2),
+            dtype="float32",
+        )
+        return outputs, weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "num_heads": self.num_heads,
+                "strides": self.strides,
+                "relative": self.relative,
+            }
+        )
+        return config
