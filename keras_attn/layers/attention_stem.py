@@ -34,6 +34,7 @@ from keras import ops
 from keras_attn.layers import _utils
 from keras_attn.layers.local_self_attention import _MASK_LOGIT
 from keras_attn.layers.local_self_attention import _one_hot_window_kernel
+from keras_attn.layers.local_self_attention import gather_neighbours
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -120,11 +121,7 @@ class AttentionStem(keras.layers.Layer):
         self._mask_window = _one_hot_window_kernel(k, 1)
 
     def _neighbours(self, x, kernel):
-        """`(B, H, W, C)` -> `(B*H*W, C, k*k)` zero-padded neighbours."""
-        window = self.kernel_size * self.kernel_size
-        kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
-        patches = ops.depthwise_conv(x, kernel, 1, padding="same")
-        return ops.reshape(patches, (-1, ops.shape(x)[-1], window))
+        return gather_neighbours(x, kernel, self.kernel_size)
 
     def mixture_weights(self):
         """`p(a, b, m)` as a float32 `(num_mixtures, k*k)` tensor, softmax

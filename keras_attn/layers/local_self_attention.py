@@ -56,6 +56,19 @@ def _one_hot_window_kernel(kernel_size, channels):
     return kernel
 
 
+def gather_neighbours(x, kernel, kernel_size):
+    """`(B, H, W, C)` -> `(B*H*W, C, k*k)` zero-padded neighbourhoods.
+
+    A depthwise conv with a one-hot `_one_hot_window_kernel` converts to a
+    builtin TFLite DEPTHWISE_CONV_2D and needs a `C*k^4` constant, far less
+    than `extract_patches`' `(k^2 C)^2`.
+    """
+    window = kernel_size * kernel_size
+    kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
+    patches = ops.depthwise_conv(x, kernel, 1, padding="same")
+    return ops.reshape(patches, (-1, ops.shape(x)[-1], window))
+
+
 @keras.saving.register_keras_serializable(package="keras_attn")
 class LocalSelfAttention2D(keras.layers.Layer):
     """Stand-alone self-attention over each pixel's `k x k` neighbourhood.
@@ -175,11 +188,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
         self._mask_window = _one_hot_window_kernel(self.kernel_size, 1)
 
     def _neighbours(self, x, kernel):
-        """`(B, H, W, C)` -> `(B*H*W, C, k*k)` zero-padded neighbours."""
-        window = self.kernel_size * self.kernel_size
-        kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
-        patches = ops.depthwise_conv(x, kernel, 1, padding="same")
-        return ops.reshape(patches, (-1, ops.shape(x)[-1], window))
+        return gather_neighbours(x, kernel, self.kernel_size)
 
     def _relative_embeddings(self):
         """`(num_heads, d, k*k)` float32: `r[n]` for `n = a*k + b` is
