@@ -36,24 +36,11 @@ import keras
 
 from keras_attn.layers import _utils
 from keras_attn.layers.attention_augmented_conv import AttentionAugmentedConv2D
+from keras_attn.models._common import check_input_shape
+from keras_attn.models._common import pooled_classifier
 
 _NAME = "aa_wide_resnet"
 _BN = {"epsilon": 1e-5, "momentum": 0.9}
-
-
-def _check_input_shape(input_shape):
-    allowed = (
-        "a tuple (height, width, channels), channels last, with a known "
-        "channel count and positive (or None) height and width"
-    )
-    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
-        _utils.fail(_NAME, "input_shape", input_shape, allowed)
-    for i, value in enumerate(input_shape):
-        if value is None and i < 2:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            _utils.fail(_NAME, "input_shape", input_shape, allowed)
-    return tuple(input_shape)
 
 
 def _ratio(argument, value, upper=None):
@@ -158,7 +145,7 @@ def aa_wide_resnet(
     >>> model = keras_attn.models.aa_wide_resnet((32, 32, 3), 100)
     >>> model.output_shape  # (None, 100)
     """
-    input_shape = _check_input_shape(input_shape)
+    input_shape = check_input_shape(_NAME, input_shape)
     _utils.check_positive_int(_NAME, "num_classes", num_classes)
     if (
         isinstance(depth, bool)
@@ -232,9 +219,5 @@ def aa_wide_resnet(
             y = _conv(y, filters, 3, 1, f"{prefix}_conv2")
             x = keras.layers.Add(name=f"{prefix}_add")([shortcut, y])
     x = _bn_relu(x, "final")
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = keras.layers.Dense(num_classes, name="logits")(x)
-    outputs = keras.layers.Activation(
-        "softmax", dtype="float32", name="probabilities"
-    )(x)
+    outputs = pooled_classifier(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

@@ -50,6 +50,7 @@ from keras_attn.layers._utils import fail
 from keras_attn.layers.residual_attention import MASK_ACTIVATIONS
 from keras_attn.layers.residual_attention import ResidualAttentionModule
 from keras_attn.layers.residual_unit import PreActBottleneck
+from keras_attn.models._common import pooled_classifier
 
 _NAME = "residual_attention_network"
 # Attention modules per stage (paper Table 2).
@@ -223,9 +224,5 @@ def residual_attention_network(input_shape, num_classes, depth=56,
         x = PreActBottleneck(filters, strides=strides, name=f"final_unit{k}")(x)
     x = keras.layers.BatchNormalization(epsilon=1e-5, name="final_bn")(x)
     x = keras.layers.ReLU(name="final_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dense(num_classes, name="logits")(x)
-    outputs = keras.layers.Activation(
-        "softmax", dtype="float32", name="probabilities"
-    )(x)
+    outputs = pooled_classifier(x, num_classes, pool_name="pool")
     return keras.Model(inputs, outputs, name=name)

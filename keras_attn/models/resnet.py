@@ -32,6 +32,8 @@ import keras
 from keras_attn.layers import _utils
 from keras_attn.layers.attention_factory import _REGISTRY
 from keras_attn.layers.attention_factory import get_attention
+from keras_attn.models._common import check_input_shape
+from keras_attn.models._common import pooled_classifier
 
 # depth -> blocks per stage (3 stages of basic blocks, widths 16/32/64)
 _CIFAR_DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
@@ -124,24 +126,6 @@ def _block(x, kind, width, strides, attention, attention_kwargs, name):
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def _is_size(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _check_input_shape(input_shape):
-    allowed = (
-        "a tuple (height, width, channels), channels last, with a known "
-        "channel count and positive (or None) height and width"
-    )
-    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
-        _utils.fail("resnet", "input_shape", input_shape, allowed)
-    height, width, channels = input_shape
-    spatial_ok = all(d is None or _is_size(d) for d in (height, width))
-    if not (spatial_ok and _is_size(channels)):
-        _utils.fail("resnet", "input_shape", input_shape, allowed)
-    return tuple(input_shape)
-
-
 def resnet(
     input_shape,
     num_classes,
@@ -204,7 +188,7 @@ def resnet(
     >>> model = keras_attn.models.resnet((32, 32, 3), 10, 20, "cbam")
     >>> model.output_shape  # (None, 10)
     """
-    input_shape = _check_input_shape(input_shape)
+    input_shape = check_input_shape("resnet", input_shape)
     _utils.check_positive_int("resnet", "num_classes", num_classes)
     if isinstance(depth, bool) or depth not in supported_depths():
         _utils.fail("resnet", "depth", depth, f"one of {supported_depths()}")
@@ -256,9 +240,5 @@ def resnet(
                 attention_kwargs,
                 f"stage{i}_block{j}",
             )
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = keras.layers.Dense(num_classes, name="logits")(x)
-    outputs = keras.layers.Activation(
-        "softmax", dtype="float32", name="probabilities"
-    )(x)
+    outputs = pooled_classifier(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

@@ -48,6 +48,8 @@ import keras
 from keras_attn.layers import _utils
 from keras_attn.layers.attention_stem import AttentionStem
 from keras_attn.layers.local_self_attention import LocalSelfAttention2D
+from keras_attn.models._common import check_input_shape
+from keras_attn.models._common import pooled_classifier
 
 _NAME = "sasa_resnet"
 # depth -> bottleneck blocks per stage
@@ -69,21 +71,6 @@ def scaled_width(channels, width, num_heads):
     """`channels * width` rounded to a multiple of `lcm(num_heads, 2)`."""
     step = math.lcm(num_heads, 2)
     return step * max(1, round(channels * width / step))
-
-
-def _check_input_shape(input_shape):
-    allowed = (
-        "a tuple (height, width, channels), channels last, with a known "
-        "channel count and positive (or None) height and width"
-    )
-    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
-        _utils.fail(_NAME, "input_shape", input_shape, allowed)
-    for i, value in enumerate(input_shape):
-        if value is None and i < 2:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            _utils.fail(_NAME, "input_shape", input_shape, allowed)
-    return tuple(input_shape)
 
 
 def _bn(x, name, relu=True):
@@ -227,7 +214,7 @@ def sasa_resnet(
     >>> model = keras_attn.models.sasa_resnet((32, 32, 3), 10, width=0.25)
     >>> model.output_shape  # (None, 10)
     """
-    input_shape = _check_input_shape(input_shape)
+    input_shape = check_input_shape(_NAME, input_shape)
     _utils.check_positive_int(_NAME, "num_classes", num_classes)
     if isinstance(depth, bool) or depth not in _DEPTHS:
         _utils.fail(_NAME, "depth", depth, f"one of {supported_depths()}")
@@ -268,9 +255,5 @@ def sasa_resnet(
                 num_heads,
                 f"stage{i}_block{j}",
             )
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = keras.layers.Dense(num_classes, name="logits")(x)
-    outputs = keras.layers.Activation(
-        "softmax", dtype="float32", name="probabilities"
-    )(x)
+    outputs = pooled_classifier(x, num_classes)
     return keras.Model(inputs, outputs, name=name)
