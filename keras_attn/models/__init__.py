@@ -1,4 +1,5 @@
 """Model builders: backbones carrying attention, each with a baseline."""
+from keras_attn.models.aa_resnet import aa_resnet
 from keras_attn.models.aa_resnet import aa_wide_resnet
 from keras_attn.models.attention_maps import attention_model
 from keras_attn.models.attention_maps import attention_outputs

@@ -1,4 +1,4 @@
-"""Attention-augmented Wide ResNet (AA-WRN) for CIFAR-style inputs.
+"""Attention-augmented ResNets: AA-ResNet (ImageNet) and AA-WRN (CIFAR).
 
 Papers: Bello, Zoph, Vaswani, Shlens, Le, "Attention Augmented
 Convolutional Networks", ICCV 2019, https://arxiv.org/abs/1904.09925;
@@ -17,6 +17,18 @@ reports AA-WRN-28-10 with FEWER parameters than the baseline (36.2M vs
 (baseline, 100 classes), while `dk = 2 Fout, dv = 0.2 Fout` would give
 41.2M. Not re-checked against the PDF.
 
+The ImageNet setting (Sec. 3.3 and 4.2): since the `O(Nh (HW)^2)` memory
+of the attention is prohibitive at high resolution, the paper augments
+convolutions "starting from the last layer (with smallest spatial
+dimension) until we hit memory constraints"; for ResNets it augments the
+3x3 convolutions of the bottleneck blocks of the last three stages
+(`augmented_stages=(2, 3, 4)` here), with the same `Nh = 8`, `kappa`,
+`upsilon` and 20 key dimensions per head. The paper reports AA-ResNet-50
+with 25.8M parameters against 25.6M for ResNet-50; `aa_resnet` gives
+25,789,968 trainable parameters at 224x224 (the relative tables depend on the
+input size). The stage choice is our reading of the paper, not checked
+against released code (there is none).
+
 Deviations, stated plainly:
 
 - Depths are rounded to multiples of `num_heads`: `dk = Nh * max(
@@ -24,6 +36,9 @@ Deviations, stated plainly:
   `dv = Nh * max(1, round(value_ratio * Fout / Nh))`.
 - The attention-augmented conv has biases (the plain WRN convs have none);
   BN follows it, so they only add `Fout` parameters per block.
+- `aa_resnet` reuses `keras_attn.models.resnet`'s backbone (post-activation
+  blocks, stride on the 3x3 conv, BN after every conv), so the baseline
+  `aa_resnet(..., attention=False)` is exactly `resnet(..., depth)`.
 - In a strided block the attention runs on the stride-2 grid by striding
   its `q, k, v` 1x1 conv (see `AttentionAugmentedConv2D`).
 - No dropout by default (WRN's dropout 0.3 is available through
@@ -36,6 +51,7 @@ import keras
 
 from keras_attn.layers import _utils
 from keras_attn.layers.attention_augmented_conv import AttentionAugmentedConv2D
+from keras_attn.models import resnet as _resnet
 from keras_attn.models._common import check_input_shape
 from keras_attn.models._common import pooled_classifier
 
@@ -43,12 +59,12 @@ _NAME = "aa_wide_resnet"
 _BN = {"epsilon": 1e-5, "momentum": 0.9}
 
 
-def _ratio(argument, value, upper=None):
+def _ratio(argument, value, upper=None, builder=_NAME):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _utils.fail(_NAME, argument, value, "a number > 0")
+        _utils.fail(builder, argument, value, "a number > 0")
     if not value > 0 or (upper is not None and not value < upper):
         bound = f" and < {upper}" if upper is not None else ""
-        _utils.fail(_NAME, argument, value, f"a number > 0{bound}")
+        _utils.fail(builder, argument, value, f"a number > 0{bound}")
     return float(value)
 
 
@@ -219,5 +235,134 @@ def aa_wide_resnet(
             y = _conv(y, filters, 3, 1, f"{prefix}_conv2")
             x = keras.layers.Add(name=f"{prefix}_add")([shortcut, y])
     x = _bn_relu(x, "final")
+    outputs = pooled_classifier(x, num_classes)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def aa_resnet(
+    input_shape,
+    num_classes,
+    depth=50,
+    attention=True,
+    augmented_stages=None,
+    key_ratio=0.2,
+    value_ratio=0.1,
+    num_heads=8,
+    min_key_dims_per_head=20,
+    relative=True,
+    name=None,
+):
+    """ResNet whose 3x3 convs in the later stages are attention-augmented.
+
+    [Bello et al., 2019](https://arxiv.org/abs/1904.09925), Sec. 4.2: the
+    ResNet of `keras_attn.models.resnet` (same stem, stages and head) with
+    the 3x3 conv of every bottleneck block (the first 3x3 conv of every
+    basic block, for depths 18, 34 and the CIFAR depths) in
+    `augmented_stages` replaced by `AttentionAugmentedConv2D`: `num_heads`
+    heads, `dk = key_ratio * Fout` (at least `min_key_dims_per_head` per
+    head) and `dv = value_ratio * Fout` (see `attention_depths`). The
+    stride of a stage's first block applies to both the conv and the
+    attention. `attention=False` builds the plain ResNet baseline.
+
+    Attention layers are named `stage{i}_block{j}_{n}_aa` (`n = 2` for
+    bottleneck blocks, `1` for basic blocks) and called with
+    `return_attention=True`, so `keras_attn.models.attention_model` exposes
+    their weights `(batch, Nh, hw, hw)`. Memory grows as `(HW)^2` per
+    augmented layer: at 224x224, stage 2 attends over 28 x 28 = 784
+    positions.
+
+    Args:
+        input_shape: `(height, width, channels)`, channels last; height and
+            width may be `None`.
+        num_classes: integer >= 1.
+        depth: one of `keras_attn.models.resnet.supported_depths()`.
+            Defaults to `50`.
+        attention: `True` for AA-ResNet, `False` for the baseline.
+        augmented_stages: 1-based stage numbers to augment. Defaults to
+            every stage but the first: `(2, 3, 4)` for ImageNet depths,
+            `(2, 3)` for CIFAR depths.
+        key_ratio: `kappa = dk / Fout`, number > 0. Defaults to `0.2`.
+        value_ratio: `upsilon = dv / Fout`, number in (0, 1). Defaults to
+            `0.1`.
+        num_heads: integer >= 1, `Nh`. Defaults to `8`.
+        min_key_dims_per_head: integer >= 1. Defaults to `20`.
+        relative: whether the attention uses 2D relative logits. Defaults to
+            `True`.
+        name: model name. Defaults to `"aa_resnet{depth}"` or
+            `"resnet{depth}"`.
+
+    Returns:
+        A functional `keras.Model` mapping images to class probabilities
+        `(batch, num_classes)` (float32).
+
+    Raises:
+        ValueError: for a bad argument, naming it, or when a block's `dv`
+            would leave no conv channels.
+
+    Example:
+    >>> model = keras_attn.models.aa_resnet((224, 224, 3), 1000)
+    >>> model.output_shape  # (None, 1000)
+    """
+    name_ = "aa_resnet"
+    input_shape = check_input_shape(name_, input_shape)
+    _utils.check_positive_int(name_, "num_classes", num_classes)
+    depths = _resnet.supported_depths()
+    if isinstance(depth, bool) or depth not in depths:
+        _utils.fail(name_, "depth", depth, f"one of {depths}")
+    _utils.check_bool(name_, "attention", attention)
+    _ratio("key_ratio", key_ratio, builder=name_)
+    _ratio("value_ratio", value_ratio, upper=1, builder=name_)
+    _utils.check_positive_int(name_, "num_heads", num_heads)
+    _utils.check_positive_int(
+        name_, "min_key_dims_per_head", min_key_dims_per_head
+    )
+    _utils.check_bool(name_, "relative", relative)
+    plan = _resnet._stage_plan(depth)
+    stages = tuple(range(1, len(plan) + 1))
+    if augmented_stages is None:
+        augmented_stages = stages[1:]
+    if (
+        not isinstance(augmented_stages, (tuple, list))
+        or not augmented_stages
+        or any(
+            isinstance(i, bool) or i not in stages for i in augmented_stages
+        )
+        or len(set(augmented_stages)) != len(augmented_stages)
+    ):
+        _utils.fail(
+            name_, "augmented_stages", augmented_stages,
+            f"a non-empty tuple of distinct stage numbers from {stages}",
+        )
+    depth_args = (key_ratio, value_ratio, num_heads, min_key_dims_per_head)
+    if attention:
+        for i in augmented_stages:
+            filters = plan[i - 1][1]
+            dk, dv = attention_depths(filters, *depth_args)
+            if dv >= filters:
+                _utils.fail(
+                    name_, "value_ratio", value_ratio,
+                    f"dv < filters in every augmented conv; dv={dv} (a "
+                    f"multiple of num_heads={num_heads}) leaves no conv "
+                    f"channels for the {filters} filters of stage {i}: "
+                    "lower num_heads or value_ratio",
+                )
+    if name is None:
+        name = f"{'aa_' if attention else ''}resnet{depth}"
+
+    def augmented_conv(x, filters, strides, layer_name):
+        dk, dv = attention_depths(filters, *depth_args)
+        y, _ = AttentionAugmentedConv2D(
+            filters, 3, dk, dv, num_heads, relative=relative,
+            strides=strides, name=f"{layer_name}_aa",
+        )(x, return_attention=True)
+        return y
+
+    def stage_conv(stage):
+        if attention and stage in augmented_stages:
+            return augmented_conv
+        return None
+
+    inputs = keras.Input(input_shape)
+    x = _resnet.backbone(inputs, depth, stage_conv=stage_conv)
     outputs = pooled_classifier(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

@@ -79,16 +79,21 @@ def _attention_tag(attention):
     return cls.__name__.lower()
 
 
-def _conv_bn(x, filters, kernel_size, strides, name, relu=True):
-    x = keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=f"{name}_conv",
-    )(x)
+def _conv_bn(x, filters, kernel_size, strides, name, relu=True, conv=None):
+    """Conv, BN and optional ReLU. `conv(x, filters, strides, name)`, if
+    given, replaces the plain convolution (how `aa_resnet` augments it)."""
+    if conv is not None:
+        x = conv(x, filters, strides, name)
+    else:
+        x = keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            kernel_initializer="he_normal",
+            name=f"{name}_conv",
+        )(x)
     x = keras.layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
@@ -106,7 +111,10 @@ def _attend(x, attention, attention_kwargs, name):
     return layer(x)
 
 
-def _block(x, kind, width, strides, attention, attention_kwargs, name):
+def _block(x, kind, width, strides, attention, attention_kwargs, name,
+           conv=None):
+    """A basic or bottleneck block. `conv`, if given, replaces its first 3x3
+    convolution (see `_conv_bn`)."""
     out_channels = width * _EXPANSION if kind == "bottleneck" else width
     shortcut = x
     if strides != 1 or x.shape[-1] != out_channels:
@@ -114,16 +122,56 @@ def _block(x, kind, width, strides, attention, attention_kwargs, name):
             x, out_channels, 1, strides, f"{name}_shortcut", relu=False
         )
     if kind == "basic":
-        y = _conv_bn(x, width, 3, strides, f"{name}_1")
+        y = _conv_bn(x, width, 3, strides, f"{name}_1", conv=conv)
         y = _conv_bn(y, width, 3, 1, f"{name}_2", relu=False)
     else:
         y = _conv_bn(x, width, 1, 1, f"{name}_1")
-        y = _conv_bn(y, width, 3, strides, f"{name}_2")
+        y = _conv_bn(y, width, 3, strides, f"{name}_2", conv=conv)
         y = _conv_bn(y, out_channels, 1, 1, f"{name}_3", relu=False)
     tag = _attention_tag(attention) if attention is not None else ""
     y = _attend(y, attention, attention_kwargs, f"{name}_{tag}")
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
+
+
+def backbone(inputs, depth, attention=None, attention_kwargs=None,
+             stage_conv=None):
+    """Stem and residual stages of `resnet`, without the classifier.
+
+    `stage_conv(stage)` (1-based) may return a `conv(x, filters, strides,
+    name)` that replaces the first 3x3 conv of every block of that stage,
+    or `None` to keep the plain conv. Inputs are validated by the callers.
+    """
+    plan = _stage_plan(depth)
+    height, width = inputs.shape[1:3]
+    small = (
+        height is not None
+        and width is not None
+        and min(height, width) < _SMALL_INPUT
+    )
+    stem_width = plan[0][1]
+    if small:
+        x = _conv_bn(inputs, stem_width, 3, 1, "stem")
+    else:
+        x = _conv_bn(inputs, stem_width, 7, 2, "stem")
+        x = keras.layers.MaxPooling2D(
+            3, strides=2, padding="same", name="stem_pool"
+        )(x)
+    for i, (kind, stage_width, num_blocks) in enumerate(plan, start=1):
+        conv = stage_conv(i) if stage_conv is not None else None
+        for j in range(1, num_blocks + 1):
+            strides = 2 if (i > 1 and j == 1) else 1
+            x = _block(
+                x,
+                kind,
+                stage_width,
+                strides,
+                attention,
+                attention_kwargs or {},
+                f"stage{i}_block{j}",
+                conv=conv,
+            )
+    return x
 
 
 def resnet(
@@ -212,33 +260,7 @@ def resnet(
         if attention is not None:
             name += f"_{_attention_tag(attention)}"
 
-    plan = _stage_plan(depth)
     inputs = keras.Input(input_shape)
-    height, width = input_shape[:2]
-    small = (
-        height is not None
-        and width is not None
-        and min(height, width) < _SMALL_INPUT
-    )
-    stem_width = plan[0][1]
-    if small:
-        x = _conv_bn(inputs, stem_width, 3, 1, "stem")
-    else:
-        x = _conv_bn(inputs, stem_width, 7, 2, "stem")
-        x = keras.layers.MaxPooling2D(
-            3, strides=2, padding="same", name="stem_pool"
-        )(x)
-    for i, (kind, stage_width, num_blocks) in enumerate(plan, start=1):
-        for j in range(1, num_blocks + 1):
-            strides = 2 if (i > 1 and j == 1) else 1
-            x = _block(
-                x,
-                kind,
-                stage_width,
-                strides,
-                attention,
-                attention_kwargs,
-                f"stage{i}_block{j}",
-            )
+    x = backbone(inputs, depth, attention, attention_kwargs)
     outputs = pooled_classifier(x, num_classes)
     return keras.Model(inputs, outputs, name=name)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_attn.layers import AttentionAugmentedConv2D
+from keras_attn.models import aa_resnet
 from keras_attn.models import aa_wide_resnet
 from keras_attn.models import attention_model
 from keras_attn.models.aa_resnet import attention_depths
@@ -186,3 +187,114 @@ def test_bad_arguments(kwargs, match):
     args = {"input_shape": (32, 32, 3), "num_classes": 10, **TINY, **kwargs}
     with pytest.raises(ValueError, match=f"aa_wide_resnet: invalid {match}"):
         aa_wide_resnet(**args)
+
+
+# ----------------------------------------------------------------------------
+# aa_resnet: the ImageNet setting (bottleneck blocks, last three stages)
+
+TINY_RESNET = {"num_heads": 2, "min_key_dims_per_head": 2}
+
+
+def _aa_layers(model):
+    return [
+        layer for layer in model.layers
+        if isinstance(layer, AttentionAugmentedConv2D)
+    ]
+
+
+def _augmented_delta(filters, height, width, num_heads=8, key_ratio=0.2,
+                     value_ratio=0.1, min_dims=20):
+    """Trainable parameters an augmented 3x3 conv (Fin = Fout = filters,
+    output grid height x width) adds over the plain bias-free conv."""
+    dk = num_heads * max(min_dims, round(key_ratio * filters / num_heads))
+    dv = num_heads * max(1, round(value_ratio * filters / num_heads))
+    added = (9 * filters + 1) * (filters - dv)  # conv part, with bias
+    added += (filters + 1) * (2 * dk + dv)  # qkv 1x1
+    added += (dv + 1) * dv  # attention output projection
+    added += (2 * height - 1 + 2 * width - 1) * dk // num_heads  # relative
+    return added - 9 * filters * filters
+
+
+def test_aa_resnet50_parameters_match_definition_and_paper():
+    aa = aa_resnet((224, 224, 3), 1000)
+    plain = aa_resnet((224, 224, 3), 1000, attention=False)
+    # The baseline is resnet-50 (torchvision's count, see test_resnet).
+    assert _trainable(plain) == 25_557_032
+    # Stages 2-4 (widths 128/256/512, 4/6/3 blocks) at 28/14/7 pixels.
+    delta = sum(
+        blocks * _augmented_delta(width, size, size)
+        for width, blocks, size in ((128, 4, 28), (256, 6, 14), (512, 3, 7))
+    )
+    assert _trainable(aa) == _trainable(plain) + delta
+    # Paper, Table 2: AA-ResNet-50 25.8M parameters (ResNet-50: 25.6M).
+    assert abs(_trainable(aa) - 25.8e6) < 0.05e6
+    names = [layer.name for layer in _aa_layers(aa)]
+    assert len(names) == 13 and names[0] == "stage2_block1_2_aa"
+    assert not any(name.startswith("stage1") for name in names)
+    assert aa.name == "aa_resnet50" and plain.name == "resnet50"
+
+
+def test_aa_resnet_tiny_basic_blocks():
+    model = aa_resnet((32, 32, 3), 7, depth=18, **TINY_RESNET)
+    layers = _aa_layers(model)
+    assert [layer.name for layer in layers] == [
+        f"stage{i}_block{j}_1_aa" for i in (2, 3, 4) for j in (1, 2)
+    ]
+    assert [layer.strides for layer in layers] == [2, 1] * 3
+    probs = harness.run(model, _x((32, 32, 3)))[0]
+    assert probs.shape == (2, 7)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+    maps = attention_model(model)(_x((32, 32, 3)))
+    m = np.asarray(keras.ops.convert_to_numpy(maps["stage4_block2_1_aa"]))
+    assert m.shape == (2, 2, 16, 16)
+    np.testing.assert_allclose(m.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_aa_resnet_cifar_depth_and_chosen_stages():
+    model = aa_resnet((16, 16, 3), 4, depth=20, **TINY_RESNET)
+    # CIFAR depths have three stages; the default skips the first.
+    assert {layer.name.split("_")[0] for layer in _aa_layers(model)} == {
+        "stage2", "stage3",
+    }
+    only_last = aa_resnet(
+        (16, 16, 3), 4, depth=20, augmented_stages=(3,), **TINY_RESNET
+    )
+    assert {layer.name.split("_")[0] for layer in _aa_layers(only_last)} == {
+        "stage3",
+    }
+
+
+def test_aa_resnet_gradients_and_roundtrip(tmp_path):
+    model = aa_resnet(
+        (16, 16, 3), 3, depth=18, augmented_stages=(3, 4), **TINY_RESNET
+    )
+    x = _x((16, 16, 3), seed=3)
+    harness.assert_gradients_reach_all_weights(model, x)
+    harness.assert_keras_file_roundtrip(model, x, tmp_path, atol=1e-5)
+
+
+def test_aa_resnet_unknown_size():
+    model = aa_resnet((None, None, 3), 5, depth=18, **TINY_RESNET)
+    probs = harness.run(model, _x((64, 80, 3)))[0]
+    assert probs.shape == (2, 5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"depth": 51}, "depth"),
+        ({"augmented_stages": (5,)}, "augmented_stages"),
+        ({"augmented_stages": ()}, "augmented_stages"),
+        ({"augmented_stages": (2, 2)}, "augmented_stages"),
+        ({"augmented_stages": 2}, "augmented_stages"),
+        ({"value_ratio": 1.0}, "value_ratio"),
+        ({"key_ratio": 0}, "key_ratio"),
+        ({"num_heads": 0}, "num_heads"),
+        ({"attention": "yes"}, "attention"),
+        ({"num_heads": 128}, "value_ratio"),  # stage 2: dv = 128 filters
+    ],
+)
+def test_aa_resnet_bad_arguments(kwargs, argument):
+    args = {"depth": 18, **kwargs}
+    with pytest.raises(ValueError, match=f"^aa_resnet.*{argument}"):
+        aa_resnet((32, 32, 3), 10, **args)
