@@ -22,13 +22,14 @@ Choices the paper leaves open, and deviations, stated plainly:
 - `stem="conv"`: as `keras_attn.models.resnet`, the stem depends on the input
   size: `min(height, width) < 64` gets a 3x3 stride-1 conv and no pooling;
   larger or unknown (`None`) sizes get a 7x7/2 conv + 3x3/2 max-pool.
-- `stem="attention"`: `AttentionStem` (spatially-aware values, 4x4 window,
-  4 value mixtures, as the paper) + BN + ReLU; for large or unknown sizes
-  then a 4x4 stride-4 max-pool (the paper's "4x4 max pool", giving the same
-  4x reduction as the conv stem), for inputs `< 64` pixels no pooling. The
-  paper's stem also ends in ordinary attention / conv layers inside the
-  4x4 blocks; we use the single spatially-aware attention layer. The
-  attention stem runs at full input resolution, so it is expensive on
+- `stem="attention"`: `AttentionStem` (attention inside each 4x4 block,
+  spatially-aware values with 4 mixtures, as the paper) + BN + ReLU; for
+  large or unknown sizes then a 4x4 stride-4 max-pool (the paper's "4x4
+  max pool", giving the same 4x reduction as the conv stem), for inputs
+  `< 64` pixels no pooling. The attention blocks and the pooling windows
+  coincide when the size is a multiple of 4 (e.g. 224); otherwise "same"
+  pooling pads both sides while the blocks start at the top-left pixel.
+  The attention stem runs at full input resolution, so it is expensive on
   224x224 inputs.
 - `width` scales all channel counts; each scaled width is rounded to a
   multiple of `lcm(num_heads, 2)` (the attention needs `filters` divisible by
@@ -175,7 +176,7 @@ def sasa_resnet(
       `[3, 4, 6, 3]`; widths 64/128/256/512 (times `width`), 4x expansion.
     - `stem="conv"`: 3x3 stride-1 conv for inputs smaller than 64 pixels,
       else (also for `None` sizes) 7x7/2 conv + 3x3/2 max-pool.
-      `stem="attention"`: `AttentionStem` (4x4 window, 4 value mixtures) +
+      `stem="attention"`: `AttentionStem` (4x4 blocks, 4 value mixtures) +
       BN + ReLU, then a 4x4/4 max-pool unless the input is smaller than 64
       pixels.
 

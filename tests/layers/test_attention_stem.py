@@ -6,7 +6,6 @@ import pytest
 from keras import ops
 
 from keras_attn.layers import AttentionStem
-from keras_attn.layers import LocalSelfAttention2D
 from tests import harness
 
 SHAPE = (6, 5, 3)  # (H, W, C); H != W catches transposed windows
@@ -32,8 +31,9 @@ def np_mixture(layer):
 
 
 def np_stem(layer, x, mix="spatial"):
-    """Explicit per-pixel loops. `mix="uniform"` averages the value
-    projections instead of mixing them by window position."""
+    """Explicit per-pixel loops over each pixel's k x k block (blocks start
+    at the top-left corner). `mix="uniform"` averages the value projections
+    instead of mixing them by block position."""
     x = np.asarray(x, "float64")
     wq = _np(layer.query.kernel)[0, 0]  # (C, F)
     wk = _np(layer.key.kernel)[0, 0]
@@ -42,7 +42,6 @@ def np_stem(layer, x, mix="spatial"):
     p = np_mixture(layer)
     if mix == "uniform":
         p = np.full_like(p, 1.0 / m)
-    top = (ks - 1) // 2  # "same" alignment: offsets -top .. ks-1-top
     q, k = x @ wq, x @ wk
     v = (x @ wv).reshape(*x.shape[:3], m, filters)
     batch, height, width = x.shape[:3]
@@ -51,11 +50,12 @@ def np_stem(layer, x, mix="spatial"):
     for n in range(batch):
         for i in range(height):
             for j in range(width):
+                top, left = (i // ks) * ks, (j // ks) * ks
                 logits, vals, idx = [], [], []
                 for a in range(ks):
                     for b in range(ks):
-                        ii, jj = i + a - top, j + b - top
-                        if not (0 <= ii < height and 0 <= jj < width):
+                        ii, jj = top + a, left + b
+                        if not (ii < height and jj < width):
                             continue
                         logits.append(q[n, i, j] @ k[n, ii, jj])
                         vals.append(p[:, a, b] @ v[n, ii, jj])  # (F,)
@@ -126,27 +126,32 @@ def test_values_depend_on_window_position():
     assert np.abs(y - uniform).max() > 1e-2
 
 
-def test_one_mixture_is_single_head_local_attention():
-    # With m = 1 the mixture is 1 everywhere: plain content-only attention.
-    stem = _built(kernel_size=3, num_mixtures=1)
-    local = LocalSelfAttention2D(FILTERS, 3, num_heads=1, relative=False)
-    local.build((None, *SHAPE))
-    local.set_weights(
-        [
-            stem.query.kernel.numpy(),
-            stem.key.kernel.numpy(),
-            stem.value.kernel.numpy(),
-        ]
-    )
-    x = _x(seed=3)
+def test_one_mixture_is_plain_attention_inside_each_block():
+    # With m = 1 the mixture is 1 everywhere: softmax(Q K^T) V per block,
+    # written with matrices (a second, vectorised reference).
+    stem = _built(shape=(4, 6, 3), kernel_size=2, num_mixtures=1)
+    x = _x(shape=(4, 6, 3), seed=3)
     y, w = harness.to_numpy(stem(x, return_attention=True))
-    y_l, w_l = harness.to_numpy(local(x, return_attention=True))
-    _close(y, y_l)
-    _close(w, w_l[..., 0, :])
+    wq, wk, wv = (_np(c.kernel)[0, 0] for c in (stem.query, stem.key,
+                                                 stem.value))
+    for n in range(2):
+        for bi in range(2):
+            for bj in range(3):
+                block = np.asarray(x, "float64")[
+                    n, 2 * bi:2 * bi + 2, 2 * bj:2 * bj + 2
+                ].reshape(4, 3)
+                logits = (block @ wq) @ (block @ wk).T
+                att = np.exp(logits - logits.max(axis=1, keepdims=True))
+                att /= att.sum(axis=1, keepdims=True)
+                got = y[n, 2 * bi:2 * bi + 2, 2 * bj:2 * bj + 2]
+                _close(got.reshape(4, FILTERS), att @ (block @ wv))
+                got_w = w[n, 2 * bi:2 * bi + 2, 2 * bj:2 * bj + 2]
+                _close(got_w.reshape(4, 4), att)
 
 
-def test_even_window_alignment_and_masking():
-    # k = 4: offsets -1 .. 2 (the extra row/column after the centre).
+def test_block_alignment_and_masking():
+    # k = 4 on 6 x 5: blocks start at rows 0, 4 and columns 0, 4; pixels of
+    # a block beyond the image get weight exactly 0.
     layer = _built(kernel_size=4)
     _, w = harness.to_numpy(layer(_x(seed=4), return_attention=True))
     _close(w.sum(axis=-1), np.ones(w.shape[:-1]))
@@ -155,15 +160,15 @@ def test_even_window_alignment_and_masking():
         for j in range(width):
             for a in range(4):
                 for b in range(4):
-                    ii, jj = i + a - 1, j + b - 1
-                    inside = 0 <= ii < height and 0 <= jj < width
+                    ii, jj = (i // 4) * 4 + a, (j // 4) * 4 + b
+                    inside = ii < height and jj < width
                     weight = w[:, i, j, a * 4 + b]
                     assert (weight > 0).all() if inside else (
                         (weight == 0.0).all()
                     )
 
 
-def test_output_ignores_pixels_outside_the_window():
+def test_output_ignores_pixels_outside_the_block():
     layer = _built(shape=(7, 7, 3), kernel_size=4)
     x = _x(shape=(7, 7, 3), seed=5)
     perturbed = x.copy()
@@ -171,7 +176,7 @@ def test_output_ignores_pixels_outside_the_window():
     y = harness.to_numpy(layer(x))[0]
     y_p = harness.to_numpy(layer(perturbed))[0]
     near = np.zeros((7, 7), bool)
-    near[4:, 4:] = True  # windows reaching (6, 6): offsets up to +2
+    near[4:, 4:] = True  # the 4 x 4 block holding (6, 6)
     _close(y_p[:, ~near], y[:, ~near], atol=1e-6)
     change = np.abs(y_p[:, near] - y[:, near]).max(axis=-1)
     assert change.min() > 1e-3
@@ -245,7 +250,7 @@ def test_variable_spatial_size():
     model = harness.wrap(layer, (None, None, SHAPE[-1]),
                          return_attention=True)
     harness.randomize_weights(model, seed=11)
-    for size in [(5, 7), (8, 4)]:
+    for size in [(5, 7), (8, 4), (3, 2)]:
         x = _x(shape=(*size, SHAPE[-1]), seed=12)
         got = harness.run(model, x)
         for g, r in zip(got, np_stem(layer, x), strict=True):
