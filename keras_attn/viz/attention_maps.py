@@ -1,0 +1,478 @@
+"""Pictures of trainable attention maps, Grad-CAM and spatial transformers.
+
+Papers whose maps are drawn: Jetley et al., "Learn To Pay Attention", ICLR
+2018 (LTPA, Eq. 2-3: one softmax map per level); Woo et al., "CBAM", ECCV
+2018 (Eq. 3: spatial map `M_s`); Wang et al., "Residual Attention Network",
+CVPR 2017 (Eq. 1: soft mask `M`); Bello et al., "Attention Augmented
+Convolutional Networks", ICCV 2019 (Eq. 1: per-head `softmax(QK^T)`);
+Ramachandran et al., "Stand-Alone Self-Attention in Vision Models", NeurIPS
+2019 (Eq. 2 and the stem of Sec. 3.2); Jaderberg et al., "Spatial
+Transformer Networks", NIPS 2015 (warped inputs); Selvaraju et al.,
+"Grad-CAM", ICCV 2017 (see `keras_attn.viz.grad_cam`).
+
+Every map is first reduced to one `(B, h, w)` array per layer by
+`reduce_attention(attention, kind)`:
+
+- `"spatial"` `(B, h, w)` or `(B, h, w, 1)` (LTPA, CBAM / SpatialAttention
+  `M_s`): kept as is.
+- `"mask"` `(B, h, w, C)` (ResidualAttentionModule): mean over channels.
+- `"global"` `(B, Nh, hw, hw)` (AttentionAugmentedConv2D, queries on axis 2,
+  keys on axis 3): mean over heads and queries, the attention each key
+  position RECEIVES on average, reshaped to `grid = (h, w)`.
+- `"local"` `(B, h, w, Nh, k*k)` (LocalSelfAttention2D, neighbour `a*k + b`
+  at offset `(a - k//2, b - k//2)`): the same quantity as `"global"` -- the
+  weight every position receives, summed over the queries whose window
+  holds it, divided by `h w`, mean over heads.
+- `"block"` `(B, h, w, k*k)` (AttentionStem, block position `a*k + b`): as
+  `"local"`, within each `k x k` block.
+- `"channel"` `(B, C)` or `(B, 1, 1, C)` (SqueezeExcite, CBAM `M_c`) and
+  `"none"` (a SpatialTransformer's `theta`): not spatial, `None`.
+
+    maps, skipped = spatial_attention_maps(model, images)  # {name: (B,h,w)}
+    fig = plot_model_attention(model, images, "attention.png")
+    fig = compare_with_grad_cam(model, images, "stage3_block2_conv2")
+
+Deviations, stated plainly:
+
+- "Received attention" for global and local self-attention is a summary
+  chosen here (the papers draw single query rows): averaging over all
+  queries shows which positions the layer reads most. For `"local"` and
+  `"block"` the sum is divided by `h w`, so the three kinds agree (for a
+  window as large as the image `"local"` equals `"global"`).
+- Maps of other sizes are resized to the image with bilinear interpolation
+  (half-pixel centres, as `keras.ops.image.resize`), and each drawn map is
+  min-max scaled per image: colours show where a map is high relative to
+  the rest of that image, not absolute values (an LTPA map sums to 1, a
+  CBAM map lies in (0, 1)).
+- `plot_model_attention` skips non-spatial maps and names them in a note at
+  the bottom of the figure; `theta` of a SpatialTransformer is drawn by
+  `plot_stn` from the warped images, not here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from keras_attn.viz.glimpses import _INSTALL
+from keras_attn.viz.glimpses import _check_images
+from keras_attn.viz.glimpses import _fail
+
+KINDS = ("spatial", "mask", "global", "local", "block", "channel", "none")
+
+# keras_attn layer class -> kind of each map it returns, in order.
+_LAYER_KINDS = {
+    "LTPAAttention": ("spatial",),
+    "CBAM": ("channel", "spatial"),
+    "SpatialAttention": ("spatial",),
+    "ChannelAttention": ("channel",),
+    "SqueezeExcite": ("channel",),
+    "ResidualAttentionModule": ("mask",),
+    "AttentionAugmentedConv2D": ("global",),
+    "LocalSelfAttention2D": ("local",),
+    "AttentionStem": ("block",),
+    "SpatialTransformer": ("none",),
+}
+
+
+def _matplotlib(function):
+    try:
+        from matplotlib import colormaps
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            f"{function} needs matplotlib; install it with `{_INSTALL}` "
+            "(or `pip install matplotlib`)."
+        ) from error
+    return colormaps, FigureCanvasAgg, Figure
+
+
+def _kernel_side(function, length):
+    side = math.isqrt(int(length))
+    if side * side != length:
+        _fail(function, "attention", f"last axis of length {length}",
+              "k*k neighbour weights for an integer k")
+    return side
+
+
+def reduce_attention(attention, kind, grid=None):
+    """One `(B, h, w)` map per image from a layer's attention output.
+
+    Args:
+        attention: the map a keras_attn layer returns (see the module
+            docstring for the layouts).
+        kind: one of `"spatial"`, `"mask"`, `"global"`, `"local"`,
+            `"block"`, `"channel"`, `"none"`.
+        grid: `(h, w)` of the query grid for `"global"`; when `None` the
+            length must be a perfect square.
+
+    Returns:
+        float64 NumPy `(B, h, w)`, or `None` for `"channel"` and `"none"`.
+    """
+    name = "reduce_attention"
+    if kind not in KINDS:
+        _fail(name, "kind", kind, f"one of {KINDS}")
+    if kind in ("channel", "none"):
+        return None
+    a = np.asarray(attention, dtype=np.float64)
+    expected = {"spatial": (3, 4), "mask": (4,), "global": (4,),
+                "local": (5,), "block": (4,)}[kind]
+    if a.ndim not in expected or (kind == "spatial" and a.ndim == 4
+                                  and a.shape[-1] != 1):
+        layouts = {
+            "spatial": "(B, h, w) or (B, h, w, 1)",
+            "mask": "(B, h, w, C)",
+            "global": "(B, heads, h*w, h*w)",
+            "local": "(B, h, w, heads, k*k)",
+            "block": "(B, h, w, k*k)",
+        }
+        _fail(name, "attention", f"array of shape {a.shape}",
+              f"shape {layouts[kind]} for kind={kind!r}")
+    if kind == "spatial":
+        return a[..., 0] if a.ndim == 4 else a
+    if kind == "mask":
+        return a.mean(axis=-1)
+    if kind == "global":
+        length = a.shape[-1]
+        if grid is None:
+            side = math.isqrt(length)
+            grid = (side, length // side) if side * side == length else None
+        if grid is None or int(grid[0]) * int(grid[1]) != length:
+            _fail(name, "grid", grid,
+                  f"(h, w) with h * w == {length} (the number of keys)")
+        received = a.mean(axis=(1, 2))  # (B, hw)
+        return received.reshape(a.shape[0], int(grid[0]), int(grid[1]))
+    batch, height, width = a.shape[:3]
+    k = _kernel_side(name, a.shape[-1])
+    if kind == "local":
+        weights = a.mean(axis=3)  # (B, h, w, k*k), mean over heads
+        # Scatter each query's weight onto the position it reads; a padded
+        # frame of k takes the (zero) weights of masked neighbours.
+        acc = np.zeros((batch, height + 2 * k, width + 2 * k))
+        for row in range(k):
+            for col in range(k):
+                top, left = k + row - k // 2, k + col - k // 2
+                acc[:, top:top + height, left:left + width] += weights[
+                    ..., row * k + col
+                ]
+        return acc[:, k:k + height, k:k + width] / (height * width)
+    rows, cols = -(-height // k), -(-width // k)  # "block"
+    padded = np.zeros((batch, rows * k, cols * k, k * k))
+    padded[:, :height, :width] = a
+    blocks = padded.reshape(batch, rows, k, cols, k, k * k)
+    received = blocks.sum(axis=(2, 4)).reshape(batch, rows, cols, k, k)
+    received = received.transpose(0, 1, 3, 2, 4).reshape(
+        batch, rows * k, cols * k
+    )
+    return received[:, :height, :width] / (height * width)
+
+
+def _maps_with_layers(model):
+    """`[(name, layer, index)]` in the naming of `attention_outputs`."""
+    from keras_attn.models.attention_maps import _is_keras_attn_layer
+
+    found = []
+    for layer in model.layers:
+        if not _is_keras_attn_layer(layer) or not layer._inbound_nodes:
+            continue
+        outputs = layer.output
+        if not isinstance(outputs, (list, tuple)):
+            continue
+        extra = len(outputs) - 1
+        if extra == 1:
+            found.append((layer.name, layer, 0))
+        else:
+            found.extend(
+                (f"{layer.name}_{i + 1}", layer, i) for i in range(extra)
+            )
+    return found
+
+
+def _kind_of(layer, index, attention_shape):
+    kinds = _LAYER_KINDS.get(type(layer).__name__)
+    if kinds is not None and index < len(kinds):
+        return kinds[index]
+    # A layer this module does not know: guess from the shape alone.
+    if len(attention_shape) == 3 and attention_shape[1:] != (2, 3):
+        return "spatial"
+    if len(attention_shape) == 4 and attention_shape[-1] == 1:
+        return "spatial"
+    return "none"
+
+
+def spatial_attention_maps(model, images):
+    """Every attention map of `model` on `images`, reduced to `(B, h, w)`.
+
+    Args:
+        model: a functional model from `keras_attn.models` (maps on).
+        images: `(B, H, W, C)` inputs of the model.
+
+    Returns:
+        `(maps, skipped)`: `maps` is `{name: float64 (B, h, w)}` in model
+        order, names as in `keras_attn.models.attention_outputs`;
+        `skipped` is `{name: kind}` for the non-spatial maps.
+    """
+    from keras import ops
+
+    from keras_attn.models import attention_model
+
+    outputs = attention_model(model)([np.asarray(images, np.float32)])
+    maps, skipped = {}, {}
+    for name, layer, index in _maps_with_layers(model):
+        attention = np.asarray(ops.convert_to_numpy(outputs[name]))
+        kind = _kind_of(layer, index, attention.shape)
+        grid = None
+        if kind == "global":
+            grid = tuple(layer.output[0].shape[1:3])
+        reduced = reduce_attention(attention, kind, grid=grid)
+        if reduced is None:
+            skipped[name] = kind
+        else:
+            maps[name] = reduced
+    return maps, skipped
+
+
+def _resize_bilinear(maps, height, width):
+    """`(B, h, w)` -> `(B, height, width)`, half-pixel centres, no
+    antialiasing (what `keras.ops.image.resize(..., "bilinear")` does)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    h, w = maps.shape[1:]
+
+    def axis(out_size, in_size):
+        src = (np.arange(out_size) + 0.5) * in_size / out_size - 0.5
+        src = np.clip(src, 0, in_size - 1)
+        low = np.floor(src).astype(int)
+        high = np.minimum(low + 1, in_size - 1)
+        return low, high, src - low
+
+    r0, r1, fr = axis(height, h)
+    c0, c1, fc = axis(width, w)
+    top = maps[:, r0][:, :, c0] * (1 - fc) + maps[:, r0][:, :, c1] * fc
+    bottom = maps[:, r1][:, :, c0] * (1 - fc) + maps[:, r1][:, :, c1] * fc
+    return top * (1 - fr)[:, None] + bottom * fr[:, None]
+
+
+def _scaled(map_2d):
+    low, high = float(map_2d.min()), float(map_2d.max())
+    return (map_2d - low) / (high - low) if high > low else np.zeros_like(
+        map_2d
+    )
+
+
+def _show_image(ax, image):
+    image = image.astype(np.float64)
+    low, high = min(0.0, float(image.min())), max(1.0, float(image.max()))
+    if image.ndim == 3:
+        ax.imshow(np.clip((image - low) / (high - low), 0, 1),
+                  interpolation="nearest")
+    else:
+        ax.imshow(image, cmap="gray", vmin=low, vmax=high,
+                  interpolation="nearest")
+
+
+def _check_number(function, argument, value):
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.number)
+    ) or not value > 0:
+        _fail(function, argument, value, "a number > 0")
+
+
+def _figure(function, rows, columns, panel_size, dpi):
+    _, canvas, figure_class = _matplotlib(function)
+    _check_number(function, "panel_size", panel_size)
+    _check_number(function, "dpi", dpi)
+    # A bare Figure on an Agg canvas, as in `draw_glimpses`: no pyplot
+    # state, no window.
+    figure = figure_class(figsize=(columns * panel_size, rows * panel_size),
+                          dpi=dpi)
+    canvas(figure)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    return figure, axes
+
+
+def _draw(function, images, maps, path, titles, alpha, cmap, panel_size,
+          dpi, note=None):
+    images = _check_images(function, images)
+    batch, height, width = images.shape[:3]
+    checked = []
+    for i, m in enumerate(maps):
+        m = np.asarray(m, dtype=np.float64)
+        if m.ndim == 4 and m.shape[-1] == 1:
+            m = m[..., 0]
+        if m.ndim != 3 or m.shape[0] != batch:
+            _fail(function, f"maps[{i}]", f"array of shape {m.shape}",
+                  f"shape ({batch}, h, w): one map per image")
+        checked.append(_resize_bilinear(m, height, width))
+    if titles is not None and len(titles) != len(checked):
+        _fail(function, "titles", titles,
+              f"{len(checked)} titles, one per map")
+    if not 0 <= alpha <= 1:
+        _fail(function, "alpha", alpha, "a number in [0, 1]")
+    columns = 1 + len(checked)
+    figure, axes = _figure(function, batch, columns, panel_size, dpi)
+    for row in range(batch):
+        _show_image(axes[row, 0], images[row])
+        for col, m in enumerate(checked, start=1):
+            ax = axes[row, col]
+            _show_image(ax, images[row])
+            ax.imshow(_scaled(m[row]), cmap=cmap, alpha=alpha, vmin=0,
+                      vmax=1, interpolation="bilinear")
+            if row == 0 and titles is not None:
+                ax.set_title(str(titles[col - 1]), fontsize=7)
+        if row == 0:
+            axes[row, 0].set_title("image", fontsize=7)
+    bottom = 0.02
+    if note:
+        figure.text(0.01, 0.005, note, fontsize=6, va="bottom", wrap=True)
+        bottom = 0.06
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=bottom, top=0.92,
+                           wspace=0.04, hspace=0.06)
+    if path is not None:
+        figure.savefig(path, format="png", dpi=dpi)
+    return figure
+
+
+def overlay_maps(images, maps, path=None, titles=None, alpha=0.5,
+                 cmap="jet", panel_size=2.0, dpi=100):
+    """Each image, then each of its maps overlaid as a heat map.
+
+    Args:
+        images: `(B, H, W)`, `(B, H, W, 1)` or `(B, H, W, 3)`.
+        maps: one `(B, h, w)` (or `(B, h, w, 1)`) array, or a list of them;
+            any `h, w` (resized bilinearly to the image).
+        path: write a PNG there when given.
+        titles: one title per map (column headings).
+        alpha: opacity of the heat map over the image.
+        cmap: matplotlib colormap name.
+        panel_size: inches per panel side: the PNG is
+            `(1 + len(maps)) * panel_size * dpi` pixels wide and
+            `B * panel_size * dpi` high.
+        dpi: dots per inch.
+
+    Returns:
+        The `matplotlib.figure.Figure` (Agg, never shown).
+
+    Raises:
+        ImportError: matplotlib is missing (`pip install keras_attn[viz]`).
+        ValueError: shapes or arguments that do not fit.
+    """
+    if not isinstance(maps, (list, tuple)):
+        maps = [maps]
+    return _draw("overlay_maps", images, list(maps), path, titles, alpha,
+                 cmap, panel_size, dpi)
+
+
+def plot_model_attention(model, images, path=None, alpha=0.5, cmap="jet",
+                         panel_size=2.0, dpi=100):
+    """Per image: the image and every spatial attention map of `model`.
+
+    Maps are reduced by `spatial_attention_maps` (see the module docstring);
+    non-spatial ones (channel gates, `theta`) are listed in a note at the
+    bottom instead of drawn.
+
+    Args:
+        model: a functional model from `keras_attn.models`, maps on.
+        images: `(B, H, W, C)` inputs of the model.
+        path, alpha, cmap, panel_size, dpi: as in `overlay_maps`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: the model computes no attention map, or none is spatial.
+    """
+    name = "plot_model_attention"
+    _matplotlib(name)
+    maps, skipped = spatial_attention_maps(model, images)
+    if not maps:
+        _fail(name, "model", model.name,
+              "a model with at least one spatial attention map; its maps "
+              f"are all non-spatial: {skipped}")
+    note = None
+    if skipped:
+        note = "not spatial, not drawn: " + ", ".join(
+            f"{n} ({kind})" for n, kind in skipped.items()
+        )
+    return _draw(name, _model_images(name, images), list(maps.values()),
+                 path, list(maps), alpha, cmap, panel_size, dpi, note=note)
+
+
+def _model_images(function, images):
+    images = np.asarray(images)
+    if images.ndim != 4:
+        _fail(function, "images", f"array of shape {images.shape}",
+              "(batch, height, width, channels) inputs of the model")
+    return images
+
+
+def compare_with_grad_cam(model, images, layer_name, attention_layer=None,
+                          path=None, class_index=None, alpha=0.5,
+                          cmap="jet", panel_size=2.0, dpi=100):
+    """Image | trainable attention map | Grad-CAM, one row per image.
+
+    Args:
+        model: a functional model from `keras_attn.models`, maps on.
+        images: `(B, H, W, C)` inputs of the model.
+        layer_name: the layer Grad-CAM reads (see `grad_cam`).
+        attention_layer: name of the attention map (a key of
+            `spatial_attention_maps`); `None` takes the last spatial map in
+            model order (the deepest, usually nearest to `layer_name`).
+        class_index: the class for Grad-CAM (`None`: the prediction).
+        path, alpha, cmap, panel_size, dpi: as in `overlay_maps`.
+
+    Returns:
+        The `matplotlib.figure.Figure` (3 panels per row).
+    """
+    from keras_attn.viz.grad_cam import grad_cam
+
+    name = "compare_with_grad_cam"
+    _matplotlib(name)
+    images = _model_images(name, images)
+    maps, skipped = spatial_attention_maps(model, images)
+    if attention_layer is None:
+        if not maps:
+            _fail(name, "model", model.name,
+                  "a model with a spatial attention map")
+        attention_layer = list(maps)[-1]
+    if attention_layer not in maps:
+        _fail(name, "attention_layer", attention_layer,
+              f"one of the spatial maps {sorted(maps)}"
+              + (f" (not spatial: {sorted(skipped)})" if skipped else ""))
+    cam = grad_cam(model, images, layer_name, class_index=class_index)
+    return _draw(name, images, [maps[attention_layer], cam], path,
+                 [attention_layer, f"Grad-CAM {layer_name}"], alpha, cmap,
+                 panel_size, dpi)
+
+
+def plot_stn(images, warped, path=None, panel_size=2.0, dpi=100):
+    """Input | spatial-transformer output, one row per image.
+
+    Args:
+        images: `(B, H, W)`, `(B, H, W, 1)` or `(B, H, W, 3)` inputs.
+        warped: the transformer's outputs for them, same layouts, any size.
+        path, panel_size, dpi: as in `overlay_maps`.
+
+    Returns:
+        The `matplotlib.figure.Figure` (2 panels per row).
+    """
+    name = "plot_stn"
+    images = _check_images(name, images)
+    warped = _check_images(name, warped)
+    if len(warped) != len(images):
+        _fail(name, "warped", f"{len(warped)} images",
+              f"one warped image per input image ({len(images)})")
+    figure, axes = _figure(name, len(images), 2, panel_size, dpi)
+    for row in range(len(images)):
+        _show_image(axes[row, 0], images[row])
+        _show_image(axes[row, 1], warped[row])
+    axes[0, 0].set_title("input", fontsize=7)
+    axes[0, 1].set_title("warped", fontsize=7)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.92,
+                           wspace=0.04, hspace=0.06)
+    if path is not None:
+        figure.savefig(path, format="png", dpi=dpi)
+    return figure
