@@ -8,7 +8,8 @@ functional Keras models with a no-attention baseline of the same backbone.
 from keras_attn import layers
 from keras_attn import models
 from keras_attn import ops
+from keras_attn import ram
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "models", "ops", "__version__"]
+__all__ = ["layers", "models", "ops", "ram", "__version__"]

@@ -2,8 +2,8 @@
 
 Trains a CIFAR-style ResNet with a CBAM block on every residual branch (or,
 with `--no-attention`, the same ResNet without it), evaluates on the test
-split, and exports SavedModel + TFLite (builtin ops) under
-`--output-dir/cbam_resnet[_baseline]/`.
+split, draws the CBAM spatial maps beside Grad-CAM, and exports SavedModel +
+TFLite (builtin ops) under `--output-dir/cbam_resnet[_baseline]/`.
 
     python -m recipes.cbam_resnet                 # default: 1 epoch, 60k images
     python -m recipes.cbam_resnet --no-attention  # the baseline
@@ -19,13 +19,15 @@ def main(argv=None):
 
     from keras_attn.models import resnet
 
-    attention = "cbam" if args.attention else None
-
     def build(input_shape, num_classes):
-        return resnet(input_shape, num_classes, args.depth, attention=attention)
+        return resnet(input_shape, num_classes, args.depth,
+                      attention="cbam" if args.attention else None)
 
     name = "cbam_resnet" if args.attention else "cbam_resnet_baseline"
-    return common.train(build, args, name)
+    # The last block's output and its CBAM spatial map (`_2`), 7x7 on 28x28.
+    last = "stage3_block3"
+    pictures = common.grad_cam_pictures(f"{last}_out", f"{last}_cbam_2")
+    return common.train(build, args, name, pictures=pictures)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,72 @@ def test_no_attention_trains_the_same_backbone_without_cbam(tmp_path,
     assert metrics["attention"] is False and "export" not in metrics
     assert metrics["params"] < cbam_run[1]["params"]
     assert (tmp_path / "cbam_resnet_baseline" / "model.keras").exists()
+
+
+@pytest.mark.tf_only
+def test_recipe_writes_logs_pictures_and_clears_its_backup(cbam_run):
+    out, metrics = cbam_run
+    assert (out / "logs").is_dir() and any((out / "logs").rglob("*"))
+    for name in ("attention.png", "gradcam.png"):
+        assert str(out / name) in metrics["pictures"]
+        assert (out / name).stat().st_size > 1000
+    # BackupAndRestore deletes its state once training has finished.
+    assert not any((out / "backup").glob("*"))
+    assert metrics["replicas"] == 1 and metrics["backend"] == "tensorflow"
+
+
+QUICK = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8",
+         "--train-images", "32", "--test-images", "16", "--no-export"]
+
+
+@pytest.mark.tf_only
+@pytest.mark.parametrize(
+    ("module", "extra", "folder", "picture"),
+    [
+        ("se_resnet", [], "se_resnet", None),
+        ("ltpa", ["--compatibility", "dp", "--head", "indep",
+                  "--width", "0.125"], "ltpa_dp_indep", "attention.png"),
+        ("residual_attention", ["--width", "0.0625"], "attention56_mixed",
+         "attention.png"),
+        ("stn", [], "stn", "stn.png"),
+        ("aa_resnet", ["--heads", "2", "--min-key-dims-per-head", "2",
+                       "--width", "1"], "aa_wrn", "attention.png"),
+        ("sasa_resnet", ["--width", "0.125", "--kernel-size", "3",
+                         "--heads", "2"], "sasa_resnet", "attention.png"),
+        ("ram", ["--dataset", "centered28", "--glimpses", "2",
+                 "--mc-samples", "2"], "ram_centered28_2g", "glimpses.png"),
+    ],
+)
+def test_every_recipe_trains_and_writes_its_outputs(tmp_path, module, extra,
+                                                    folder, picture):
+    import importlib
+
+    recipe = importlib.import_module(f"recipes.{module}")
+    metrics = recipe.main([*QUICK, *extra, "--output-dir", str(tmp_path)])
+    out = tmp_path / folder
+    for f in ("model.keras", "history.json", "metrics.json"):
+        assert (out / f).exists(), f
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert np.isfinite(metrics["test_loss"]) and metrics["params"] > 0
+    if picture is not None:
+        assert (out / picture).stat().st_size > 1000
+
+
+@pytest.mark.tf_only
+def test_ram_recipe_reports_every_policy_and_exports(tmp_path):
+    from recipes import ram
+
+    metrics = ram.main(
+        [*QUICK[:-1], "--dataset", "centered28", "--glimpses", "2",
+         "--mc-samples", "2", "--output-dir", str(tmp_path)]
+    )
+    policies = metrics["test_accuracy_by_policy"]
+    assert sorted(policies) == ["mean", "random", "sample"]
+    assert policies["mean"] == pytest.approx(metrics["test_accuracy"])
+    assert metrics["export"]["tflite_max_abs_diff"] < 1e-4
+    baseline = ram.main(
+        [*QUICK, "--no-attention", "--dataset", "centered28",
+         "--output-dir", str(tmp_path)]
+    )
+    assert (tmp_path / "ram_centered28_fc_baseline" / "model.keras").exists()
+    assert "test_accuracy_by_policy" not in baseline

@@ -1,0 +1,36 @@
+"""Learn to Pay Attention on Fashion-MNIST (Jetley et al., ICLR 2018).
+
+VGG with attention estimators on conv layers 7, 10 and 13, `pc` or `dp`
+compatibility and `concat` or `indep` heads (`--no-attention`: the same
+VGG classifying the global feature alone). `--width` scales the VGG widths
+(the paper's network is `--width 1`).
+
+    python -m recipes.ltpa --compatibility pc --head concat
+    python -m recipes.ltpa --compatibility dp --head indep --width 0.25
+"""
+
+from recipes import common
+
+
+def main(argv=None):
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--compatibility", default="pc", choices=("pc", "dp"))
+    p.add_argument("--head", default="concat", choices=("concat", "indep"))
+    p.add_argument("--width", type=float, default=0.25)
+    args = p.parse_args(argv)
+
+    from keras_attn.models import ltpa_vgg
+
+    def build(input_shape, num_classes):
+        return ltpa_vgg(input_shape, num_classes,
+                        compatibility=args.compatibility, head=args.head,
+                        attention=args.attention, width=args.width,
+                        global_dim=max(64, int(512 * args.width)))
+
+    name = (f"ltpa_{args.compatibility}_{args.head}" if args.attention
+            else "ltpa_baseline")
+    return common.train(build, args, name)
+
+
+if __name__ == "__main__":
+    main()

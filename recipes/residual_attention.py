@@ -1,0 +1,37 @@
+"""Residual Attention Network on Fashion-MNIST (Wang et al., CVPR 2017).
+
+Attention-56 (or -92) with mixed, channel or spatial soft masks, on the
+small-input stem (`--no-attention`: the same pre-activation trunk without
+the mask branches). `--width` scales the channel counts (the paper's
+network is `--width 1`).
+
+    python -m recipes.residual_attention --mask mixed --width 0.25
+"""
+
+from recipes import common
+
+
+def main(argv=None):
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--depth", type=int, default=56, choices=(56, 92))
+    p.add_argument("--mask", default="mixed",
+                   choices=("mixed", "channel", "spatial"))
+    p.add_argument("--width", type=float, default=0.125)
+    args = p.parse_args(argv)
+
+    from keras_attn.models import residual_attention_network
+
+    def build(input_shape, num_classes):
+        return residual_attention_network(
+            input_shape, num_classes, depth=args.depth,
+            mask_activation=args.mask, attention=args.attention,
+            width=args.width,
+        )
+
+    name = (f"attention{args.depth}_{args.mask}" if args.attention
+            else f"attention{args.depth}_baseline")
+    return common.train(build, args, name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Stand-alone self-attention ResNet on Fashion-MNIST (Ramachandran et al.,
+NeurIPS 2019).
+
+SASA-ResNet-26: every 3x3 conv of the bottleneck blocks is k x k local
+self-attention with relative embeddings; `--stem attention` also replaces
+the stem (`--no-attention`: the conv ResNet-26). `--width` scales the
+channel counts (the paper's network is `--width 1`).
+
+    python -m recipes.sasa_resnet --kernel-size 7 --width 0.25
+"""
+
+from recipes import common
+
+
+def main(argv=None):
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--depth", type=int, default=26, choices=(26, 50))
+    p.add_argument("--stem", default="conv", choices=("conv", "attention"))
+    p.add_argument("--kernel-size", type=int, default=7)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--width", type=float, default=0.25)
+    args = p.parse_args(argv)
+
+    from keras_attn.models import sasa_resnet
+
+    def build(input_shape, num_classes):
+        return sasa_resnet(
+            input_shape, num_classes, depth=args.depth, stem=args.stem,
+            attention=args.attention, kernel_size=args.kernel_size,
+            num_heads=args.heads, width=args.width,
+        )
+
+    name = "sasa_resnet" if args.attention else "sasa_resnet_baseline"
+    return common.train(build, args, name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""SE-ResNet on Fashion-MNIST (Hu et al., CVPR 2018).
+
+A CIFAR-style ResNet with a squeeze-and-excitation block on every residual
+branch (`--no-attention`: the same ResNet without it).
+
+    python -m recipes.se_resnet --depth 20 --reduction 16
+"""
+
+from recipes import common
+
+
+def main(argv=None):
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--depth", type=int, default=20, help="6n+2: 20, 32, 56")
+    p.add_argument("--reduction", type=int, default=16)
+    args = p.parse_args(argv)
+
+    from keras_attn.models import resnet
+
+    def build(input_shape, num_classes):
+        return resnet(input_shape, num_classes, args.depth,
+                      attention="se" if args.attention else None,
+                      attention_kwargs={"reduction": args.reduction})
+
+    name = "se_resnet" if args.attention else "se_resnet_baseline"
+    return common.train(build, args, name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Spatial transformer classifier on Fashion-MNIST (Jaderberg et al., NIPS
+2015).
+
+The paper's ST-CNN: an affine spatial transformer in front of a small CNN
+(`--no-attention`: the CNN alone). Draws input / warped-input pairs
+(`stn.png`) for the fixed test images.
+
+    python -m recipes.stn --epochs 2
+"""
+
+import os
+
+from recipes import common
+
+
+def _warped_pictures(model, images, labels, out):
+    import keras
+
+    from keras_attn.viz import plot_stn
+
+    try:
+        layer = model.get_layer("spatial_transformer")
+    except ValueError:
+        return []
+    # The transformer reads the model input directly (see stn_classifier).
+    warped = keras.ops.convert_to_numpy(layer(images))
+    path = os.path.join(out, "stn.png")
+    plot_stn(images, warped, path=path)
+    return [path]
+
+
+def main(argv=None):
+    p = common.parser(__doc__.splitlines()[0])
+    args = p.parse_args(argv)
+
+    from keras_attn.models import stn_classifier
+
+    def build(input_shape, num_classes):
+        return stn_classifier(input_shape, num_classes,
+                              transformer=args.attention)
+
+    name = "stn" if args.attention else "stn_baseline"
+    return common.train(build, args, name, pictures=_warped_pictures)
+
+
+if __name__ == "__main__":
+    main()

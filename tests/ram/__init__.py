@@ -1,0 +1,1 @@
+"""Tests of the Recurrent Attention Model package `keras_attn.ram`."""
