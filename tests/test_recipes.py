@@ -136,3 +136,14 @@ def test_ram_recipe_reports_every_policy_and_exports(tmp_path):
     )
     assert (tmp_path / "ram_centered28_fc_baseline" / "model.keras").exists()
     assert "test_accuracy_by_policy" not in baseline
+
+
+@pytest.mark.tf_only
+def test_results_table_lists_each_run(cbam_run):
+    from recipes import results
+
+    out, metrics = cbam_run
+    lines = results.table(out.parent).splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| cbam_resnet | yes |")
+    assert f"{100 * metrics['test_accuracy']:.2f}" in lines[2]
+    assert f"{metrics['params']:,}" in lines[2]

@@ -133,12 +133,17 @@ def attention_logits(q, k, rel_h=None, rel_w=None):
     logits_w = relative_logits_1d(q, rel_w)  # (B, Nh, H, W, W)
     logits_w = ops.reshape(logits_w, (-1, height, width, 1, width))
     q_t = ops.transpose(q, (0, 1, 3, 2, 4))  # (B, Nh, W, H, d)
-    logits_h = relative_logits_1d(q_t, rel_h)  # (B, Nh, W, H, H)
-    logits_h = ops.reshape(logits_h, (-1, width, height, height))
-    logits_h = ops.transpose(logits_h, (0, 2, 1, 3))  # (B*Nh, H, W, H)
-    logits_h = ops.reshape(logits_h, (-1, height, width, height, 1))
+    # -S_H, from the negated table. `(content + S_W) - (-S_H)` keeps one
+    # full-size tensor alive per step: written as a sum of three, TF's
+    # graph optimiser regroups it to `content + (S_W + S_H)` and the
+    # broadcast `S_W + S_H` costs one more (HW)^2 tensor (measured by
+    # `benchmarks/layers.py --suite aa_memory`).
+    neg_logits_h = relative_logits_1d(q_t, -rel_h)  # (B, Nh, W, H, H)
+    neg_logits_h = ops.reshape(neg_logits_h, (-1, width, height, height))
+    neg_logits_h = ops.transpose(neg_logits_h, (0, 2, 1, 3))
+    neg_logits_h = ops.reshape(neg_logits_h, (-1, height, width, height, 1))
     logits = ops.reshape(logits, (-1, height, width, height, width))
-    logits = logits + logits_w + logits_h  # (B*Nh, H, W, H, W)
+    logits = (logits + logits_w) - neg_logits_h  # (B*Nh, H, W, H, W)
     return ops.reshape(logits, (batch, heads, height * width, height * width))
 
 

@@ -23,14 +23,17 @@ from the paper and the popular PyTorch port (leaderj1001), stated plainly:
   follows the attention, as the paper describes.
 - No neighbourhood tensor is built. The unfold of the popular ports (and
   of `keras.ops.image.extract_patches`) copies keys and values `k * k`
-  times, `2 k^2 C` floats per pixel. Here the layer loops over the `k * k`
-  offsets: each step reads a shifted slice of the zero-padded keys or
-  values, and only the logits and weights, `num_heads * k^2` floats per
-  pixel, are kept. At `k = 7, C = 64, 8` heads that is 8x less than the
-  unfold, and `benchmarks/layers.py --suite sasa` measures the peak memory.
-  The gradient tape still keeps the slices it multiplied, so training
-  peak memory is close to the unfold's; the saving is at inference.
-  Every op (PAD, STRIDED_SLICE, MUL, SUM, SOFTMAX) is a TFLite builtin.
+  times, `2 k^2 C` floats per pixel. Without `return_attention`, the layer
+  runs a loop (`keras.ops.fori_loop`) over the `k * k` window offsets with
+  an online softmax (running maximum, denominator and weighted sum, as in
+  memory-efficient attention): each step reads one shifted slice of the
+  zero-padded keys and values, and the state is `C + 2 * num_heads` floats
+  per pixel. With `return_attention=True` the `num_heads * k^2` weights per
+  pixel are returned, so the loop is unrolled and keeps the logits.
+  `benchmarks/layers.py --suite sasa` measures both against an unfold. The
+  backward pass keeps each step's slices, so training memory stays close
+  to the unfold's; the saving is at inference.
+- Every op (PAD, SLICE, MUL, SUM, SOFTMAX, WHILE) is a TFLite builtin.
 - The relative term `q . r` is one matmul of `q` with the `k * k`
   embeddings, since `r` depends on the offset only.
 - Logits, softmax and the weighted sum of values run in float32 under mixed
@@ -226,13 +229,42 @@ class LocalSelfAttention2D(keras.layers.Layer):
         split = (batch, height, width, heads, depth)
         pad = [[0, 0], [half, half], [half, half], [0, 0]]
 
-        def shifted(padded, a, b):
-            # Neighbour at offset (a - k//2, b - k//2) of every pixel.
-            window = padded[:, a:, b:, :][:, :height, :width, :]
-            return ops.reshape(window, split)
-
         q = ops.reshape(ops.cast(self.query(inputs), "float32"), split)
         keys = ops.pad(ops.cast(self.key(inputs), "float32"), pad)
+        values = ops.pad(ops.cast(self.value(inputs), "float32"), pad)
+        rel = None
+        if self.relative:
+            # q . r per offset: (P, heads, 1, d) @ (heads, d, k*k). Rank 4,
+            # which TFLite converts to BATCH_MATMUL (rank 6 it does not).
+            rel = ops.matmul(
+                ops.reshape(q, (-1, heads, 1, depth)),
+                self._relative_embeddings(),
+            )
+            rel = ops.reshape(rel, (batch, height, width, heads, k * k))
+        valid = self._valid(height, width)[None, :, :, None, :]
+
+        if return_attention:
+            outputs, weights = self._unrolled(q, keys, values, rel, valid)
+        else:
+            outputs, weights = self._streamed(q, keys, values, rel, valid)
+        outputs = ops.reshape(outputs, (batch, height, width, self.filters))
+        outputs = ops.cast(outputs, self.compute_dtype)
+        if self.strides == 2:
+            outputs = ops.average_pool(outputs, 2, 2, padding="valid")
+        if return_attention:
+            return outputs, weights
+        return outputs
+
+    def _unrolled(self, q, keys, values, rel, valid):
+        """All `k*k` logits at once: returns the weights too."""
+        k = self.kernel_size
+        shape = ops.shape(q)
+
+        def shifted(padded, a, b):
+            # Neighbour at offset (a - k//2, b - k//2) of every pixel.
+            window = padded[:, a:, b:, :][:, : shape[1], : shape[2], :]
+            return ops.reshape(window, shape)
+
         logits = ops.stack(
             [
                 ops.sum(q * shifted(keys, a, b), axis=-1)
@@ -241,37 +273,56 @@ class LocalSelfAttention2D(keras.layers.Layer):
             ],
             axis=-1,
         )  # (B, H, W, heads, k*k)
-        if self.relative:
-            # q . r per offset: (P, heads, 1, d) @ (heads, d, k*k). Rank 4,
-            # which TFLite converts to BATCH_MATMUL (rank 6 it does not).
-            rel = ops.matmul(
-                ops.reshape(q, (-1, heads, 1, depth)),
-                self._relative_embeddings(),
-            )
-            logits = logits + ops.reshape(rel, ops.shape(logits))
-        valid = self._valid(height, width)[None, :, :, None, :]
+        if rel is not None:
+            logits = logits + rel
         logits = ops.where(valid > 0.5, logits, _MASK_LOGIT)
         # The centre is always valid, so the max is a real logit and the
         # masked terms underflow; multiplying by `valid` makes them exactly 0
         # even if every real logit were below _MASK_LOGIT.
         weights = ops.softmax(logits, axis=-1) * valid
-
-        values = ops.pad(ops.cast(self.value(inputs), "float32"), pad)
         outputs = None
         for a in range(k):
             for b in range(k):
                 n = a * k + b
                 term = weights[..., n : n + 1] * shifted(values, a, b)
                 outputs = term if outputs is None else outputs + term
-        outputs = ops.reshape(
-            outputs, (batch, height, width, self.filters)
+        return outputs, weights
+
+    def _streamed(self, q, keys, values, rel, valid):
+        """Online softmax over the `k*k` offsets, one offset per step."""
+        k = self.kernel_size
+        shape = ops.shape(q)  # (B, H, W, heads, d)
+        size = (shape[0], shape[1], shape[2], ops.shape(keys)[-1])
+
+        def shifted(padded, n):
+            start = (0, n // k, n % k, 0)
+            return ops.reshape(ops.slice(padded, start, size), shape)
+
+        def step(n, state):
+            running_max, denominator, total = state
+            logit = ops.sum(q * shifted(keys, n), axis=-1)  # (B,H,W,heads)
+            if rel is not None:
+                logit = logit + ops.take(rel, n, axis=-1)
+            inside = ops.take(valid, n, axis=-1)  # (1, H, W, 1)
+            logit = ops.where(inside > 0.5, logit, _MASK_LOGIT)
+            new_max = ops.maximum(running_max, logit)
+            rescale = ops.exp(running_max - new_max)
+            # `* inside`: an outside neighbour adds exactly 0, even while
+            # the running maximum is still _MASK_LOGIT.
+            weight = ops.exp(logit - new_max) * inside
+            denominator = denominator * rescale + weight
+            total = (total * rescale[..., None]
+                     + weight[..., None] * shifted(values, n))
+            return new_max, denominator, total
+
+        state = (
+            ops.full(shape[:4], _MASK_LOGIT, "float32"),
+            ops.zeros(shape[:4], "float32"),
+            ops.zeros(shape, "float32"),
         )
-        outputs = ops.cast(outputs, self.compute_dtype)
-        if self.strides == 2:
-            outputs = ops.average_pool(outputs, 2, 2, padding="valid")
-        if return_attention:
-            return outputs, weights
-        return outputs
+        _, denominator, total = ops.fori_loop(0, k * k, step, state)
+        # The centre is always inside, so the denominator is >= its weight.
+        return total / denominator[..., None], None
 
     def compute_output_shape(self, input_shape):
         batch, height, width = tuple(input_shape)[:3]

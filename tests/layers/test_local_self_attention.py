@@ -112,6 +112,8 @@ def test_matches_numpy_reference(options):
     x = _x()
     y, w = harness.to_numpy(layer(x, return_attention=True))
     y_ref, w_ref = np_sasa(layer, x)
+    # Without maps the layer streams over the offsets (online softmax).
+    _close(harness.to_numpy(layer(x))[0], y_ref)
     _close(y, y_ref)
     _close(w, w_ref)
     assert y.shape == y_ref.shape and y.std() > 1e-2
@@ -289,39 +291,61 @@ def test_config_roundtrip(layer):
     }
 
 
-def _model(shape=SHAPE, seed=0):
+def _model(shape=SHAPE, seed=0, maps=True):
+    """Two stacked layers; `maps=False` takes the streamed path (no
+    attention weights), `maps=True` the unrolled one."""
     inputs = keras.Input(shape)
-    x, w1 = LocalSelfAttention2D(FILTERS, 3, num_heads=2, name="sasa1")(
-        inputs, return_attention=True
-    )
-    y, w2 = LocalSelfAttention2D(
-        FILTERS, 3, num_heads=4, strides=2, name="sasa2"
-    )(x, return_attention=True)
-    model = keras.Model(inputs, [y, w1, w2])
+    first = LocalSelfAttention2D(FILTERS, 3, num_heads=2, name="sasa1")
+    second = LocalSelfAttention2D(FILTERS, 3, num_heads=4, strides=2,
+                                  name="sasa2")
+    if maps:
+        x, w1 = first(inputs, return_attention=True)
+        y, w2 = second(x, return_attention=True)
+        outputs = [y, w1, w2]
+    else:
+        outputs = second(first(inputs))
+    model = keras.Model(inputs, outputs)
     harness.randomize_weights(model, seed)
     return model
 
 
-def test_keras_file_roundtrip(tmp_path):
-    harness.assert_keras_file_roundtrip(_model(), _x(seed=9), tmp_path)
+@pytest.mark.parametrize("maps", [True, False])
+def test_keras_file_roundtrip(tmp_path, maps):
+    harness.assert_keras_file_roundtrip(_model(maps=maps), _x(seed=9),
+                                        tmp_path)
 
 
-def test_gradients_reach_all_weights():
-    model = _model(seed=10)
+@pytest.mark.parametrize("maps", [True, False])
+def test_gradients_reach_all_weights(maps):
+    model = _model(seed=10, maps=maps)
     paths = [w.path for w in model.trainable_weights]
     assert sum("rel_rows" in p for p in paths) == 2
     assert sum("rel_cols" in p for p in paths) == 2
     harness.assert_gradients_reach_all_weights(model, _x(seed=11))
 
 
-@pytest.mark.tf_only
-def test_jit_matches_eager():
-    harness.assert_jit_matches_eager(_model(), _x(seed=12))
+def test_streamed_and_unrolled_gradients_agree():
+    streamed, unrolled = _model(seed=16, maps=False), _model(seed=16)
+    x = _x(seed=17)
+    g_s = harness.gradients(streamed, x)
+    g_u = harness.gradients(
+        keras.Model(unrolled.inputs, unrolled.outputs[0]), x
+    )
+    assert sorted(g_s) == sorted(g_u) and len(g_s) == 10
+    for path, grad in g_s.items():
+        _close(grad, g_u[path], atol=1e-4)
 
 
 @pytest.mark.tf_only
-def test_tflite_builtins_match():
-    harness.assert_tflite_matches(_model(), _x(seed=13))
+@pytest.mark.parametrize("maps", [True, False])
+def test_jit_matches_eager(maps):
+    harness.assert_jit_matches_eager(_model(maps=maps), _x(seed=12))
+
+
+@pytest.mark.tf_only
+@pytest.mark.parametrize("maps", [True, False])
+def test_tflite_builtins_match(maps):
+    harness.assert_tflite_matches(_model(maps=maps), _x(seed=13))
 
 
 def test_variable_spatial_size():
@@ -335,6 +359,7 @@ def test_variable_spatial_size():
         for g, r in zip(got, np_sasa(layer, x), strict=True):
             _close(g, r)
         assert got[1].shape == (2, *size, 2, 9)
+        _close(harness.to_numpy(layer(x))[0], got[0])
 
 
 # ----------------------------------------------------------------------------
