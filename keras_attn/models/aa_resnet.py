@@ -78,6 +78,34 @@ def attention_depths(filters, key_ratio=0.2, value_ratio=0.1, num_heads=8,
     return dk, dv
 
 
+def _check_attention_arguments(builder, attention, key_ratio, value_ratio,
+                               num_heads, min_key_dims_per_head, relative,
+                               widths, fix):
+    """Validate the attention arguments shared by the AA builders; with
+    `attention`, also that every augmented conv of `widths` filters keeps
+    conv channels (`dv < filters`). `fix` ends that error's message."""
+    _utils.check_bool(builder, "attention", attention)
+    _ratio("key_ratio", key_ratio, builder=builder)
+    _ratio("value_ratio", value_ratio, upper=1, builder=builder)
+    _utils.check_positive_int(builder, "num_heads", num_heads)
+    _utils.check_positive_int(
+        builder, "min_key_dims_per_head", min_key_dims_per_head
+    )
+    _utils.check_bool(builder, "relative", relative)
+    if not attention:
+        return
+    for filters in widths:
+        _, dv = attention_depths(filters, key_ratio, value_ratio, num_heads,
+                                 min_key_dims_per_head)
+        if dv >= filters:
+            _utils.fail(
+                builder, "value_ratio", value_ratio,
+                f"dv < filters in every augmented conv; dv={dv} (a multiple "
+                f"of num_heads={num_heads}) leaves no conv channels for "
+                f"filters={filters}: {fix}",
+            )
+
+
 def _bn_relu(x, name):
     x = keras.layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
@@ -171,14 +199,6 @@ def aa_wide_resnet(
     ):
         _utils.fail(_NAME, "depth", depth, "an integer 6n + 4 >= 10")
     _utils.check_positive_int(_NAME, "width", width)
-    _utils.check_bool(_NAME, "attention", attention)
-    _ratio("key_ratio", key_ratio)
-    _ratio("value_ratio", value_ratio, upper=1)
-    _utils.check_positive_int(_NAME, "num_heads", num_heads)
-    _utils.check_positive_int(
-        _NAME, "min_key_dims_per_head", min_key_dims_per_head
-    )
-    _utils.check_bool(_NAME, "relative", relative)
     if (
         isinstance(dropout_rate, bool)
         or not isinstance(dropout_rate, (int, float))
@@ -186,19 +206,11 @@ def aa_wide_resnet(
     ):
         _utils.fail(_NAME, "dropout_rate", dropout_rate, "a number in [0, 1)")
     widths = (16 * width, 32 * width, 64 * width)
-    if attention:
-        for filters in widths:
-            dk, dv = attention_depths(
-                filters, key_ratio, value_ratio, num_heads,
-                min_key_dims_per_head,
-            )
-            if dv >= filters:
-                _utils.fail(
-                    _NAME, "value_ratio", value_ratio,
-                    f"dv < filters in every block; dv={dv} (a multiple of "
-                    f"num_heads={num_heads}) leaves no conv channels for "
-                    f"filters={filters}: lower num_heads or raise width",
-                )
+    _check_attention_arguments(
+        _NAME, attention, key_ratio, value_ratio, num_heads,
+        min_key_dims_per_head, relative, widths,
+        "lower num_heads or raise width",
+    )
     if name is None:
         name = f"{'aa_' if attention else ''}wrn{depth}_{width}"
 
@@ -309,14 +321,6 @@ def aa_resnet(
     depths = _resnet.supported_depths()
     if isinstance(depth, bool) or depth not in depths:
         _utils.fail(name_, "depth", depth, f"one of {depths}")
-    _utils.check_bool(name_, "attention", attention)
-    _ratio("key_ratio", key_ratio, builder=name_)
-    _ratio("value_ratio", value_ratio, upper=1, builder=name_)
-    _utils.check_positive_int(name_, "num_heads", num_heads)
-    _utils.check_positive_int(
-        name_, "min_key_dims_per_head", min_key_dims_per_head
-    )
-    _utils.check_bool(name_, "relative", relative)
     plan = _resnet._stage_plan(depth)
     stages = tuple(range(1, len(plan) + 1))
     if augmented_stages is None:
@@ -333,19 +337,13 @@ def aa_resnet(
             name_, "augmented_stages", augmented_stages,
             f"a non-empty tuple of distinct stage numbers from {stages}",
         )
+    _check_attention_arguments(
+        name_, attention, key_ratio, value_ratio, num_heads,
+        min_key_dims_per_head, relative,
+        [plan[i - 1][1] for i in augmented_stages],
+        "lower num_heads or value_ratio",
+    )
     depth_args = (key_ratio, value_ratio, num_heads, min_key_dims_per_head)
-    if attention:
-        for i in augmented_stages:
-            filters = plan[i - 1][1]
-            dk, dv = attention_depths(filters, *depth_args)
-            if dv >= filters:
-                _utils.fail(
-                    name_, "value_ratio", value_ratio,
-                    f"dv < filters in every augmented conv; dv={dv} (a "
-                    f"multiple of num_heads={num_heads}) leaves no conv "
-                    f"channels for the {filters} filters of stage {i}: "
-                    "lower num_heads or value_ratio",
-                )
     if name is None:
         name = f"{'aa_' if attention else ''}resnet{depth}"
 
