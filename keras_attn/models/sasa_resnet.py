@@ -51,6 +51,7 @@ from keras_attn.layers.attention_stem import AttentionStem
 from keras_attn.layers.local_self_attention import LocalSelfAttention2D
 from keras_attn.models._common import check_input_shape
 from keras_attn.models._common import pooled_classifier
+from keras_attn.models.resnet import _conv_bn
 
 _NAME = "sasa_resnet"
 # depth -> bottleneck blocks per stage
@@ -79,19 +80,6 @@ def _bn(x, name, relu=True):
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
     return x
-
-
-def _conv_bn(x, filters, kernel_size, strides, name, relu=True):
-    x = keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=f"{name}_conv",
-    )(x)
-    return _bn(x, name, relu)
 
 
 def _block(x, width, strides, attention, kernel_size, num_heads, name):
