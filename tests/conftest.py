@@ -1,3 +1,4 @@
+import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -8,7 +9,25 @@ import pytest  # noqa: E402
 BACKEND = keras.backend.backend()
 
 
+def _shared_fixture(item):
+    """Name of the first module- or session-scoped fixture from this test
+    tree that `item` uses (an expensive shared run), else `None`."""
+    for name in item.fixturenames:
+        for fixturedef in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            if (fixturedef.scope in ("module", "session")
+                    and "tests" in str(fixturedef.baseid or "tests")
+                    and fixturedef.baseid):
+                return name
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
+    # Tests sharing an expensive module/session fixture (a training run)
+    # go to one xdist worker (`--dist loadgroup`), so it runs once.
+    for item in items:
+        shared = _shared_fixture(item)
+        if shared is not None:
+            item.add_marker(pytest.mark.xdist_group(shared))
     # TFLite, XLA and tf.data checks belong to the TensorFlow run; the
     # second-backend run (torch or jax) takes every other test.
     if BACKEND == "tensorflow":
@@ -21,10 +40,20 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+_TESTS_PER_COLLECTION = 20
+_finished = [0]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
+    # A full garbage collection after every test costs a large share of the
+    # suite's time (TensorFlow graphs hold many cyclic objects); collecting
+    # every few tests keeps memory flat at a fraction of the cost.
+    keras.backend.clear_session(free_memory=False)
+    _finished[0] += 1
+    if _finished[0] % _TESTS_PER_COLLECTION == 0:
+        gc.collect()
