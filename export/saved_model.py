@@ -1,9 +1,25 @@
-"""SavedModel export of a Keras model with a plain, named signature.
+"""SavedModel export: the TF Serving model, and a plain one for tests.
 
-The `serve` (and `serving_default`) signature takes `input_0..` float32
-tensors with a dynamic batch axis and returns `output_0..` in the order of
-`model.outputs`, all float32 (mixed-precision models included), so serving
-code does not depend on Keras' internal tensor names.
+`write_serving_saved_model(graph, directory)` writes what `python -m
+export` ships (see `export.serving_model.ServingGraph` for the outputs),
+with two signatures, the contract the REST server (`export.serve`) and TF
+Serving clients rely on:
+
+- `serving_default`: `images` float32 `(None, H, W, C)` in [0, 1] ->
+  `probabilities` float32 `(None, K)`, `classes` int64 `(None,)` and, where
+  the model has them, `attention_maps` float32 `(None, M, H, W)` (RAM:
+  `locations` float32 `(None, T, 2)`).
+- `serve_image_bytes`: `image_bytes` string `(None,)` of encoded
+  JPEG/PNG (BMP, first GIF frame) -> the same outputs; each image is
+  decoded to C channels, resized bilinearly to H x W when its size differs
+  and scaled to [0, 1].
+
+The weights are constants of the graph (see `ServingGraph.frozen`): the
+directory loads with plain TensorFlow, without Keras or keras_attn.
+
+`write_saved_model(model, directory)` is the older, model-agnostic export
+(`serve` signature, `input_0..` -> `output_0..`, variables kept) that the
+layer tests use.
 """
 
 from __future__ import annotations
@@ -52,3 +68,51 @@ def write_saved_model(model, directory, batch_size=None):
         input_signature=_signature(model, batch_size),
     )
     archive.write_out(directory, verbose=False)
+
+
+SIGNATURES = ("serving_default", "serve_image_bytes")
+
+
+def write_serving_saved_model(graph, directory):
+    """Write `graph` (an `export.serving_model.ServingGraph`) to
+    `directory` as a SavedModel with the signatures of `SIGNATURES`.
+
+    Returns:
+        `{signature: {"inputs": {name: spec}, "outputs": {name: spec}}}`,
+        each spec `{"shape": [...], "dtype": ...}` (`None`: dynamic).
+    """
+    import tensorflow as tf
+
+    serving_default = graph.frozen(None)
+
+    def serve_image_bytes(image_bytes):
+        return serving_default(graph.decode_images(image_bytes))
+
+    serve_image_bytes = tf.function(
+        serve_image_bytes,
+        input_signature=[tf.TensorSpec((None,), tf.string,
+                                       name="image_bytes")],
+        autograph=False,
+    )
+    module = tf.Module()
+    module.serving_default = serving_default
+    module.serve_image_bytes = serve_image_bytes
+    tf.saved_model.save(module, directory, signatures={
+        "serving_default": serving_default.get_concrete_function(),
+        "serve_image_bytes": serve_image_bytes.get_concrete_function(),
+    })
+    outputs = {
+        name: {"shape": shape, "dtype": dtype}
+        for name, (shape, dtype) in graph.output_specs().items()
+    }
+    return {
+        "serving_default": {
+            "inputs": {"images": {"shape": [None, *graph.input_shape],
+                                  "dtype": "float32"}},
+            "outputs": outputs,
+        },
+        "serve_image_bytes": {
+            "inputs": {"image_bytes": {"shape": [None], "dtype": "string"}},
+            "outputs": outputs,
+        },
+    }

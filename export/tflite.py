@@ -2,15 +2,30 @@
 
 Keras' `model.export(format="litert")` enables SELECT_TF_OPS (Flex) unless
 told otherwise, which silently produces files that need the Flex delegate on
-device. Here the converter is restricted to `TFLITE_BUILTINS`, so a model
-that needs a TensorFlow op fails at conversion time, where it can be fixed.
+device. Here the converter is restricted to `TFLITE_BUILTINS` (plus
+`TFLITE_BUILTINS_INT8` for full-integer models), so a model that needs a
+TensorFlow op fails at conversion time, where it can be fixed.
 
-Inputs are named `input_0..`, outputs `output_0..` in the order of
-`model.outputs`, so callers never depend on the converter's own naming.
+Two entry points:
+
+- `convert_serving(graph, ...)`: the shipped file. Its `serving_default`
+  signature is the SavedModel's (`images` -> `probabilities`, `classes`,
+  `attention_maps` / `locations`, see `export.serving_model`), batch axis
+  dynamic (1 until resized) unless `batch_size` is given. Quantization:
+  `"none"` (float32), `"dynamic"` (int8 weights, float activations),
+  `"float16"` (float16 weights), `"int8"` (full integer, calibrated on real
+  images; `io_type="uint8"` or `"int8"` also makes the input and the float
+  outputs integer tensors, `classes` stays int64). `TFLiteModel` runs such
+  a file on float images in [0, 1] whatever its io type.
+- `convert(model, ...)` / `run_tflite`: any Keras model, inputs named
+  `input_0..` and outputs `output_0..` in the order of `model.outputs`; the
+  layer tests' check (`tests/harness.py::assert_tflite_matches`).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import tempfile
 
 import numpy as np
@@ -18,6 +33,21 @@ import numpy as np
 from export.saved_model import write_saved_model
 
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+IO_TYPES = ("float32", "uint8", "int8")
+# Layers left in float32 inside an otherwise int8 model ("auto"). With one
+# int8 scale per tensor, sampling coordinates over a 28-pixel image move
+# in steps of about 1/8 pixel and the bilinear weights in steps of 1/256
+# (SpatialTransformer, and RAM's GlimpseSensor on the same sampler); a
+# softmax over the h*w keys of self-attention gives weights near 1/(h*w),
+# below int8's output step of 1/256. Measured on briefly trained models,
+# quantizing them anyway dropped top-1 agreement with the float model to
+# 50-90 % (see tests/export/test_export.py).
+FLOAT_LAYERS = ("SpatialTransformer", "GlimpseSensor",
+                "AttentionAugmentedConv2D", "LocalSelfAttention2D",
+                "AttentionStem")
+# File tag of each quantization: model_<tag>.tflite.
+FILE_TAGS = {"none": "float32", "dynamic": "dynamic", "float16": "float16",
+             "int8": "int8"}
 
 
 def convert(model, batch_size=1, quantization="none", representative=None):
@@ -104,3 +134,270 @@ def op_names(flatbuffer):
 
     interpreter = Interpreter(model_content=flatbuffer)
     return {d["op_name"] for d in interpreter._get_ops_details()}
+
+
+def _segment(name):
+    # TensorFlow makes graph names unique with a "_<n>" suffix.
+    return re.compile(re.escape(name) + r"(_\d+)?")
+
+
+def island_tensors(flatbuffer, islands):
+    """Names of the tensors of `flatbuffer` computed by the layers in
+    `islands` (`[(layer name, nested layer names)]`, from
+    `ServingGraph.layers_of`), leaving out those of their nested layers
+    (the convolutions and dense layers inside them quantize well)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    owners = [(_segment(name), [_segment(n) for n in nested])
+              for name, nested in islands]
+
+    def owned(path):
+        parts = path.split("/")
+        for i, part in enumerate(parts[:-1]):
+            for own, nested in owners:
+                if own.fullmatch(part):
+                    inner = parts[i + 1] if i + 1 < len(parts) - 1 else None
+                    return inner is None or not any(
+                        n.fullmatch(inner) for n in nested)
+        return False
+
+    names = [d["name"] for d in Interpreter(
+        model_content=flatbuffer).get_tensor_details()]
+    # A fused op's tensor is named after every op folded into it.
+    return [n for n in names if any(owned(p) for p in n.split(";"))]
+
+
+def degenerate_tensors(calibrated, tolerance=1e-6):
+    """Names of the tensors whose calibrated range is (nearly) empty.
+
+    A ReLU unit that never fires on the calibration images (common in the
+    one- or two-unit bottleneck of a CBAM / SE gate on a small model), or a
+    glimpse location that starts at the same learned point for every image,
+    gets a range of zero width; the quantizer then gives it a scale near
+    1e-8, and LiteRT 2.3's XNNPACK delegate crashes the process ("double
+    free") or refuses the model while preparing it. Such ops stay float32:
+    they compute (nearly) constants, so this costs neither size nor speed.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    names = []
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            q = tensor.quantization
+            if q is None or q.min is None or q.max is None \
+                    or len(q.min) == 0:
+                continue
+            if float(np.max(np.asarray(q.max) - np.asarray(q.min))) \
+                    <= tolerance:
+                name = tensor.name
+                names.append(name.decode() if isinstance(name, bytes)
+                             else name)
+    return names
+
+
+def convert_serving(graph, quantization="none", representative=None,
+                    io_type="float32", batch_size=None, float_layers="auto"):
+    """Convert an `export.serving_model.ServingGraph` to a TFLite
+    flatbuffer with builtin ops only.
+
+    Args:
+        graph: the `ServingGraph` (its frozen function is reused).
+        quantization: one of `QUANTIZATIONS`.
+        representative: for `"int8"`, float32 images `(N, H, W, C)` in
+            [0, 1] from real data (a few hundred); fed one at a time.
+        io_type: `"float32"`, or `"uint8"` / `"int8"` (with
+            `quantization="int8"` only) for integer input and outputs.
+        batch_size: static batch size; `None` keeps the batch axis dynamic.
+        float_layers: for `"int8"`: class names of layers whose own ops stay
+            float32 (their nested convolutions are still int8): `"auto"`
+            is `FLOAT_LAYERS`, `()` gives a full-integer file. The file is
+            full-integer anyway when the model has none of them.
+
+    Returns:
+        `(flatbuffer bytes, kept)`: `kept["float_layers"]`, the layers whose
+        ops stayed float32, and `kept["float_tensors"]`, tensors left float
+        because their calibrated range is empty (`degenerate_tensors`);
+        both empty for a full-integer file.
+    """
+    import tensorflow as tf
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"convert_serving: invalid `quantization`; expected one of "
+            f"{list(QUANTIZATIONS)}. Received: quantization={quantization!r}"
+        )
+    if io_type not in IO_TYPES:
+        raise ValueError(
+            f"convert_serving: invalid `io_type`; expected one of "
+            f"{list(IO_TYPES)}. Received: io_type={io_type!r}"
+        )
+    if io_type != "float32" and quantization != "int8":
+        raise ValueError(
+            f"convert_serving: `io_type={io_type!r}` needs "
+            f"`quantization='int8'` (integer tensors need full-integer "
+            f"quantization). Received: quantization={quantization!r}"
+        )
+    if float_layers == "auto":
+        float_layers = FLOAT_LAYERS
+    if isinstance(float_layers, str) or not all(
+            isinstance(c, str) for c in float_layers):
+        raise ValueError(
+            "convert_serving: invalid `float_layers`; expected 'auto' or a "
+            "list of layer class names such as ['SpatialTransformer']. "
+            f"Received: float_layers={float_layers!r}"
+        )
+    batches = None
+    if quantization == "int8":
+        if representative is None or len(representative) == 0:
+            raise ValueError(
+                "convert_serving: `quantization='int8'` needs "
+                "`representative`, real images (N, H, W, C) in [0, 1] "
+                "for calibration."
+            )
+        size = batch_size or 1
+        images = np.asarray(representative, "float32")
+        batches = [[images[i:i + size]]
+                   for i in range(0, len(images) - size + 1, size)]
+    # With a trackable object the converter keeps the function's signature
+    # (`serving_default`, input and output names) in the flatbuffer.
+    holder = tf.Module()
+    holder.serving_default = graph.frozen(batch_size)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [holder.serving_default.get_concrete_function()], holder
+    )
+    if quantization != "int8":
+        _configure(converter, quantization, None)
+        return converter.convert(), {"float_layers": [], "float_tensors": []}
+
+    # Calibrate the float graph once, then decide what stays float32.
+    from tensorflow.lite.python import convert as lite_convert
+
+    _configure(converter, quantization, batches)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    islands = graph.layers_of(tuple(float_layers))
+    degenerate = degenerate_tensors(calibrated)
+    kept = {"float_layers": [name for name, _ in islands],
+            "float_tensors": degenerate}
+    if not islands and not degenerate:
+        # Full integer, through the converter's own path (which also
+        # makes uint8 I/O).
+        converter._experimental_calibrate_only = False
+        _configure(converter, quantization, batches)
+        if io_type != "float32":
+            converter.inference_input_type = getattr(tf, io_type)
+            converter.inference_output_type = getattr(tf, io_type)
+        return converter.convert(), kept
+    if io_type == "uint8":
+        # TensorFlow's uint8 rewrite of a mixed model makes a file
+        # XNNPACK refuses to prepare (a RESHAPE fails to delegate).
+        raise ValueError(
+            f"convert_serving: `io_type='uint8'` is not available when "
+            f"ops stay float32 (layers {kept['float_layers']}, "
+            f"{len(degenerate)} tensors with an empty calibrated range); "
+            f"use io_type='int8' (zero point shifted by 128)."
+        )
+    # Mixed int8 / float32: quantize every tensor but those (TensorFlow's
+    # selective quantization, as `tf.lite.experimental.
+    # QuantizationDebugger` does it).
+    integer_io = io_type != "float32"
+    flatbuffer = lite_convert.mlir_quantize(
+        calibrated,
+        fully_quantize=integer_io,
+        input_data_type=tf.int8 if integer_io else tf.float32,
+        output_data_type=tf.int8 if integer_io else tf.float32,
+        denylisted_nodes=island_tensors(calibrated, islands) + degenerate,
+    )
+    return flatbuffer, kept
+
+
+class TFLiteModel:
+    """A flatbuffer from `convert_serving`, run with LiteRT.
+
+    Args:
+        flatbuffer: the file's bytes, or its path.
+        num_threads: interpreter threads.
+
+    `predict(images)` takes float32 images `(N, H, W, C)` in [0, 1],
+    quantizes them when the input is an integer tensor, runs them in
+    batches (one image at a time for a static batch of 1) and returns
+    `{output name: array}` with integer outputs dequantized to float32
+    (`classes` stays int64).
+    """
+
+    def __init__(self, flatbuffer, num_threads=1):
+        if isinstance(flatbuffer, (str, os.PathLike)):
+            with open(flatbuffer, "rb") as f:
+                flatbuffer = f.read()
+        self.interpreter = _interpreter(flatbuffer, num_threads)
+        self.runner = self.interpreter.get_signature_runner(
+            "serving_default"
+        )
+        (self.input,) = self.runner.get_input_details().values()
+        self.outputs = self.runner.get_output_details()
+        signature = self.input["shape_signature"]
+        self.static_batch = None if signature[0] == -1 else int(signature[0])
+
+    @property
+    def input_dtype(self):
+        return np.dtype(self.input["dtype"]).name
+
+    def _quantize(self, images):
+        dtype = np.dtype(self.input["dtype"])
+        if dtype == np.float32:
+            return images
+        scale, zero_point = self.input["quantization"]
+        info = np.iinfo(dtype)
+        q = np.round(images / scale + zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def _dequantize(self, name, values):
+        details = self.outputs[name]
+        dtype = np.dtype(details["dtype"])
+        if dtype not in (np.dtype("uint8"), np.dtype("int8")):
+            return values
+        scale, zero_point = details["quantization"]
+        return ((values.astype("float32") - zero_point) * scale).astype(
+            "float32"
+        )
+
+    def predict(self, images, batch_size=100):
+        images = np.asarray(images, "float32")
+        size = self.static_batch or batch_size
+        parts = []
+        for start in range(0, len(images), size):
+            chunk = self._quantize(images[start:start + size])
+            pad = 0
+            if self.static_batch and len(chunk) < size:
+                pad = size - len(chunk)
+                chunk = np.concatenate([chunk, chunk[-1:].repeat(pad, 0)])
+            out = self.runner(images=chunk)
+            parts.append({k: v[:len(v) - pad] for k, v in out.items()})
+        return {
+            k: self._dequantize(k, np.concatenate([p[k] for p in parts]))
+            for k in parts[0]
+        }
+
+    def details(self):
+        """Input and output tensors: dtype, shape signature and
+        `(scale, zero_point)` quantization (for the manifest)."""
+
+        def describe(d):
+            scale, zero_point = d["quantization"]
+            entry = {
+                "dtype": np.dtype(d["dtype"]).name,
+                "shape": [None if s == -1 else int(s)
+                          for s in d["shape_signature"]],
+            }
+            if scale:
+                entry["quantization"] = {"scale": float(scale),
+                                         "zero_point": int(zero_point)}
+            return entry
+
+        return {
+            "inputs": {"images": describe(self.input)},
+            "outputs": {k: describe(v) for k, v in sorted(
+                self.outputs.items())},
+        }

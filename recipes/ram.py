@@ -96,8 +96,6 @@ def main(argv=None):
     return common.train(
         build, args, name, compile_model=compile_model, pictures=glimpses,
         extra_metrics=policies,
-        export_model=(lambda m: m.inference_model()) if args.attention
-        else None,
     )
 
 

@@ -9,25 +9,7 @@ import pytest  # noqa: E402
 BACKEND = keras.backend.backend()
 
 
-def _shared_fixture(item):
-    """Name of the first module- or session-scoped fixture from this test
-    tree that `item` uses (an expensive shared run), else `None`."""
-    for name in item.fixturenames:
-        for fixturedef in item._fixtureinfo.name2fixturedefs.get(name, ()):
-            if (fixturedef.scope in ("module", "session")
-                    and "tests" in str(fixturedef.baseid or "tests")
-                    and fixturedef.baseid):
-                return name
-    return None
-
-
 def pytest_collection_modifyitems(config, items):
-    # Tests sharing an expensive module/session fixture (a training run)
-    # go to one xdist worker (`--dist loadgroup`), so it runs once.
-    for item in items:
-        shared = _shared_fixture(item)
-        if shared is not None:
-            item.add_marker(pytest.mark.xdist_group(shared))
     # TFLite, XLA and tf.data checks belong to the TensorFlow run; the
     # second-backend run (torch or jax) takes every other test.
     if BACKEND == "tensorflow":

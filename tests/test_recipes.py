@@ -14,63 +14,79 @@ TINY = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "16",
         "--train-images", "256", "--test-images", "64"]
 
 
-@pytest.fixture(scope="module")
-def cbam_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    metrics = cbam_resnet.main([*TINY, "--output-dir", str(out)])
-    return out / "cbam_resnet", metrics
-
-
 @pytest.mark.tf_only
-def test_recipe_writes_model_history_metrics_and_exports(cbam_run):
+def test_main_job_trains_exports_draws_and_tabulates(tmp_path):
+    # One run, several checks: a shared fixture would run once per xdist
+    # worker that picks up one of its tests.
+    metrics = cbam_resnet.main([*TINY, "--output-dir", str(tmp_path)])
+    cbam_run = (tmp_path / "cbam_resnet", metrics)
+    _check_model_history_metrics_and_exports(cbam_run)
+    _check_saved_model_runs_without_keras_attn(cbam_run)
+    _check_logs_pictures_and_cleared_backup(cbam_run)
+    _check_results_table_lists_the_run(cbam_run)
+
+
+def _check_model_history_metrics_and_exports(cbam_run):
     out, metrics = cbam_run
-    for f in ("model.keras", "history.json", "metrics.json", "model.tflite",
-              "saved_model/saved_model.pb"):
+    served = "export/cbam_resnet"
+    for f in ("model.keras", "history.json", "metrics.json",
+              f"{served}/1/saved_model.pb", f"{served}/1/manifest.json",
+              f"{served}/tflite/model_float32.tflite",
+              f"{served}/tflite/manifest.json"):
         assert (out / f).exists(), f
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert saved["attention"] is True
     assert saved["export"]["tflite_max_abs_diff"] < 1e-4
+    parity = saved["export"]["saved_model_parity"]
+    assert parity["probabilities_max_abs_diff"] < 1e-4
+    assert parity["attention_maps_max_abs_diff"] < 1e-4
+    manifest = json.loads((out / served / "1/manifest.json").read_text())
+    assert manifest["class_names"][0] == "T-shirt/top"
+    assert manifest["attention_maps"]["names"]
     assert 0.0 <= saved["test_accuracy"] <= 1.0
     assert np.isfinite(saved["test_loss"])
     history = json.loads((out / "history.json").read_text())
     assert len(history["loss"]) == 1 and "val_accuracy" in history
 
 
-@pytest.mark.tf_only
-def test_recipe_saved_model_runs_without_keras_attn(cbam_run):
+def _check_saved_model_runs_without_keras_attn(cbam_run):
     out, _ = cbam_run
     code = (
         "import sys, numpy as np, tensorflow as tf\n"
         "m = tf.saved_model.load(sys.argv[1])\n"
         "assert 'keras_attn' not in sys.modules\n"
-        "out = m.serve(tf.zeros((3, 28, 28, 1)))\n"
-        "p = out['output_0'].numpy()\n"
+        "f = m.signatures['serving_default']\n"
+        "out = f(images=tf.zeros((3, 28, 28, 1)))\n"
+        "p = out['probabilities'].numpy()\n"
         "assert p.shape == (3, 10), p.shape\n"
         "assert np.allclose(p.sum(-1), 1, atol=1e-5)\n"
+        "assert out['classes'].dtype == tf.int64\n"
+        "assert out['attention_maps'].shape[0::2] == (3, 28)\n"
     )
     env = dict(os.environ, PYTHONPATH="")
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(out / "saved_model")],
+        [sys.executable, "-c", code, str(out / "export/cbam_resnet/1")],
         capture_output=True, text=True, env=env, cwd=str(out), timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.tf_only
-def test_no_attention_trains_the_same_backbone_without_cbam(tmp_path,
-                                                            cbam_run):
+def test_no_attention_trains_the_same_backbone_without_cbam(tmp_path):
+    from keras_attn.models import resnet
+
     metrics = cbam_resnet.main(
         [*TINY, "--no-attention", "--no-export", "--output-dir",
          str(tmp_path)]
     )
     assert metrics["attention"] is False and "export" not in metrics
-    assert metrics["params"] < cbam_run[1]["params"]
+    cbam = resnet((28, 28, 1), 10, 20, attention="cbam")
+    assert metrics["params"] < cbam.count_params()
     assert (tmp_path / "cbam_resnet_baseline" / "model.keras").exists()
 
 
-@pytest.mark.tf_only
-def test_recipe_writes_logs_pictures_and_clears_its_backup(cbam_run):
+def _check_logs_pictures_and_cleared_backup(cbam_run):
     out, metrics = cbam_run
     assert (out / "logs").is_dir() and any((out / "logs").rglob("*"))
     for name in ("attention.png", "gradcam.png"):
@@ -130,6 +146,8 @@ def test_ram_recipe_reports_every_policy_and_exports(tmp_path):
     assert sorted(policies) == ["mean", "random", "sample"]
     assert policies["mean"] == pytest.approx(metrics["test_accuracy"])
     assert metrics["export"]["tflite_max_abs_diff"] < 1e-4
+    # The mean policy's glimpse path leaves with the class probabilities.
+    assert metrics["export"]["tflite_parity"]["locations_max_abs_diff"] < 1e-4
     baseline = ram.main(
         [*QUICK, "--no-attention", "--dataset", "centered28",
          "--output-dir", str(tmp_path)]
@@ -138,8 +156,7 @@ def test_ram_recipe_reports_every_policy_and_exports(tmp_path):
     assert "test_accuracy_by_policy" not in baseline
 
 
-@pytest.mark.tf_only
-def test_results_table_lists_each_run(cbam_run):
+def _check_results_table_lists_the_run(cbam_run):
     from recipes import results
 
     out, metrics = cbam_run

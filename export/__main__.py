@@ -1,0 +1,118 @@
+"""`python -m export MODEL.keras --to saved_model|tflite|all --out DIR ...`
+
+Writes the TF Serving SavedModel and/or the TFLite files of a `.keras`
+model (see `export` for the layout), prints where they went and how close
+each export is to the Keras model, and exits 2 with the argument's fix on
+bad input.
+
+    python -m export runs/cbam_resnet_fashion_mnist/model.keras --to all \\
+        --out exports --quantize none,dynamic,int8 --calibration fashion_mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from export import TARGETS
+from export import export_model
+
+
+def _input_shape(text):
+    try:
+        shape = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected H,W,C such as 28,28,1; got {text!r}"
+        )
+    return shape
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export a keras_attn .keras model as a TF Serving "
+                    "SavedModel and/or TFLite files (builtin ops only), "
+                    "with a manifest of parity figures.",
+    )
+    p.add_argument("model", help="path to a .keras file")
+    p.add_argument("--to", choices=TARGETS, default="all")
+    p.add_argument("--out", default="exports",
+                   help="parent of the model base path: files go to "
+                        "OUT/NAME/ (default: exports)")
+    p.add_argument("--name", help="model name, as in /v1/models/NAME "
+                                  "(default: from the file or run folder)")
+    p.add_argument("--version", type=int,
+                   help="SavedModel version folder (default: next free)")
+    p.add_argument("--quantize", default="none",
+                   help="TFLite variants, comma-separated from none, "
+                        "dynamic, float16, int8 (default: none)")
+    p.add_argument("--io-type", default="float32",
+                   choices=("float32", "uint8", "int8"),
+                   help="input/output tensors of the int8 file")
+    p.add_argument("--calibration",
+                   help="int8 representative images: fashion_mnist or a "
+                        ".npy/.npz file")
+    p.add_argument("--calibration-images", type=int, default=500)
+    p.add_argument("--parity-images", type=int, default=1000,
+                   help="held-out images the parity figures are measured "
+                        "on (0: none)")
+    p.add_argument("--class-names",
+                   help="comma-separated names or a .txt/.json file")
+    p.add_argument("--dataset", help="training dataset, for class names")
+    p.add_argument("--input-shape", type=_input_shape,
+                   help="H,W,C when the model's input sizes are unknown")
+    p.add_argument("--outputs", choices=("auto", "probabilities", "logits"),
+                   default="auto")
+    p.add_argument("--float-layers", default="auto",
+                   help="int8: comma-separated layer classes kept in "
+                        "float32, 'auto' (samplers and self-attention) or "
+                        "'none' for a full-integer file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT/NAME/VERSION")
+    return p
+
+
+def summary(manifest):
+    """Short text: what was written and its parity figures."""
+    lines = [f"{manifest['name']} (version {manifest['version']}):"]
+    written = manifest["written"]
+    if "saved_model" in written:
+        lines.append(f"  saved_model  {written['saved_model']}  "
+                     f"{json.dumps(manifest['saved_model'].get('parity'))}")
+    for tag, path in written.get("tflite", {}).items():
+        entry = manifest["tflite"][tag]
+        lines.append(f"  tflite {tag:<8} {path}  {entry['bytes']} bytes  "
+                     f"{json.dumps(entry.get('parity'))}")
+    for path in written["manifests"]:
+        lines.append(f"  manifest     {path}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        manifest = export_model(
+            args.model, args.out, name=args.name, version=args.version,
+            to=args.to, quantize=args.quantize, io_type=args.io_type,
+            calibration=args.calibration,
+            calibration_images=args.calibration_images,
+            parity_images=args.parity_images, class_names=args.class_names,
+            dataset=args.dataset, input_shape=args.input_shape,
+            outputs=args.outputs, overwrite=args.overwrite,
+            float_layers=(args.float_layers
+                          if args.float_layers in ("auto", "none")
+                          else args.float_layers.split(",")),
+        )
+    except ValueError as error:
+        print(f"python -m export: error: {error}", file=sys.stderr)
+        return 2
+    print(summary(manifest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Export end to end: each model builder leaves as a TF Serving SavedModel
+and TFLite files whose outputs match the Keras model's on 1,000 held-out
+Fashion-MNIST test images; briefly trained models keep their predictions
+when quantized."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from export import export_model
+from export.tflite import op_names
+from keras_attn import models
+from keras_attn.data.fashion_mnist import load_fashion_mnist
+
+pytestmark = pytest.mark.tf_only
+
+SHAPE = (28, 28, 1)
+# Small enough to train and convert in seconds, trained long enough
+# (2,048 real images) that their predictions are not coin flips, which
+# would make top-1 agreement meaningless.
+BUILDERS = {
+    "se_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="se"),
+    "cbam_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="cbam"),
+    "ltpa_pc_concat": lambda: models.ltpa_vgg(SHAPE, 10, width=0.0625,
+                                              global_dim=32),
+    "ltpa_dp_indep": lambda: models.ltpa_vgg(
+        SHAPE, 10, compatibility="dp", head="indep", width=0.0625,
+        global_dim=32),
+    "attention56": lambda: models.residual_attention_network(
+        SHAPE, 10, width=0.0625),
+    "stn": lambda: models.stn_classifier(SHAPE, 10),
+    "aa_wrn": lambda: models.aa_wide_resnet(
+        SHAPE, 10, depth=10, width=1, num_heads=2, min_key_dims_per_head=2),
+    "aa_resnet": lambda: models.aa_resnet(
+        SHAPE, 10, depth=18, augmented_stages=(3, 4), num_heads=2,
+        min_key_dims_per_head=2),
+    "sasa_resnet": lambda: models.sasa_resnet(
+        SHAPE, 10, width=0.125, kernel_size=3, num_heads=2),
+    "ram": None,
+}
+# The layers each int8 file keeps float32 (`export.tflite.FLOAT_LAYERS`).
+FLOAT_LAYERS = {"stn": ["spatial_transformer"], "ram": ["sensor"]}
+
+
+def _train_images(count=2048):
+    images, labels = load_fashion_mnist("train")
+    return images[:count, ..., None].astype("float32") / 255.0, labels[:count]
+
+
+def _built(name):
+    keras.utils.set_random_seed(0)
+    if name != "ram":
+        return BUILDERS[name]()
+    from keras_attn.ram import RecurrentAttentionModel
+
+    model = RecurrentAttentionModel(10, num_glimpses=2, glimpse_size=8,
+                                    num_scales=2)
+    model.build((None, *SHAPE))
+    return model
+
+
+def _trained(name):
+    model = _built(name)
+    images, labels = _train_images()
+    if name == "ram":
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss="sparse_categorical_crossentropy")
+    model.fit(images, labels, batch_size=64, epochs=1, verbose=0)
+    return model
+
+
+def _fresh_process_outputs(directory, images, tmp_path):
+    """The SavedModel's outputs computed in a new interpreter that imports
+    only TensorFlow (keras_attn is not on its path)."""
+    np.save(tmp_path / "images.npy", images)
+    code = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "f = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+        "out = f(images=tf.constant(np.load(sys.argv[2])))\n"
+        "assert 'keras_attn' not in sys.modules\n"
+        "np.savez(sys.argv[3], **{k: v.numpy() for k, v in out.items()})\n"
+    )
+    env = dict(os.environ, PYTHONPATH="")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(directory),
+         str(tmp_path / "images.npy"), str(tmp_path / "out.npz")],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with np.load(tmp_path / "out.npz") as data:
+        return dict(data)
+
+
+def _check_float_parity(manifest, report):
+    for figures in (manifest["saved_model"]["parity"],
+                    manifest["tflite"]["float32"]["parity"]):
+        diffs = {k: v for k, v in figures.items() if k.endswith("abs_diff")}
+        assert len(diffs) == 2 * (len(manifest["outputs"]) - 1), report
+        assert max(diffs.values()) <= 1e-4, report
+        assert figures["top1_agreement"] == 1.0, report
+
+
+def _check_builtin_ops(manifest):
+    for tag, path in manifest["written"]["tflite"].items():
+        with open(path, "rb") as f:
+            ops = op_names(f.read())
+        assert not any(op.startswith("Flex") or op == "CUSTOM"
+                       for op in ops), (tag, ops)
+
+
+def _check_fresh_process(model, name, manifest, tmp_path):
+    # The SavedModel runs where only TensorFlow is installed, and computes
+    # what the Keras model computes.
+    images = load_fashion_mnist("test")[0][:8, ..., None] / 255.0
+    images = images.astype("float32")
+    fresh = _fresh_process_outputs(manifest["written"]["saved_model"],
+                                   images, tmp_path)
+    assert sorted(fresh) == sorted(manifest["outputs"])
+    probabilities = keras.ops.convert_to_numpy(
+        model.inference_model()(images) if name == "ram" else model(images)
+    )
+    np.testing.assert_allclose(fresh["probabilities"], probabilities,
+                               atol=1e-5)
+    np.testing.assert_array_equal(fresh["classes"],
+                                  probabilities.argmax(-1))
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_every_builder_exports_like_keras(name, tmp_path):
+    # Float exports compute what Keras computes, every output (maps too),
+    # on 1,000 real test images; weights need no training for that.
+    model = _built(name)
+    manifest = export_model(model, tmp_path, name=name, to="all",
+                            quantize="none", parity_images=1000)
+    assert manifest["parity"] == {"images": 1000,
+                                  "source": "fashion_mnist test[0:1000]"}
+    _check_float_parity(manifest, json.dumps(manifest["tflite"]))
+    _check_builtin_ops(manifest)
+    _check_fresh_process(model, name, manifest, tmp_path)
+
+
+# Briefly trained models whose quantized files meet the bar: a full-integer
+# int8 file (SE-ResNet, LTPA), float islands (STN's sampler) and float
+# islands plus empty-range tensors (RAM's sensor and its learned start).
+# CBAM-ResNet, Attention-56, AA and SASA do not reach 98 % int8 agreement
+# at this training budget; their figures are in README ("Export").
+QUANTIZED = ["se_resnet", "ltpa_dp_indep", "stn", "ram"]
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_quantized_exports_agree_with_the_float_model(name, tmp_path):
+    model = _trained(name)
+    manifest = export_model(
+        model, tmp_path, name=name, to="tflite",
+        quantize="none,dynamic,int8", calibration="fashion_mnist",
+        calibration_images=200, parity_images=1000,
+    )
+    tflite = {tag: entry["parity"]
+              for tag, entry in manifest["tflite"].items()}
+    report = json.dumps(tflite, indent=1)
+    # Dynamic range: int8 weights, activations quantized per inference. The
+    # largest single gap reaches 0.03-0.07 on some models (an image whose
+    # top two classes are close); the typical one is ~1e-3.
+    assert tflite["dynamic"]["probabilities_mean_abs_diff"] <= 1e-2, report
+    assert tflite["dynamic"]["top1_agreement"] >= 0.98, report
+    assert tflite["int8"]["top1_agreement"] >= 0.98, report
+    int8 = manifest["tflite"]["int8"]
+    assert int8["float_layers"] == FLOAT_LAYERS.get(name, []), int8
+    if int8["full_integer"]:
+        assert int8["bytes"] < manifest["tflite"]["float32"]["bytes"] / 2
+    assert int8["bytes"] < manifest["tflite"]["float32"]["bytes"]
+    _check_builtin_ops(manifest)
