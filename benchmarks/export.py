@@ -1,0 +1,384 @@
+"""Size, single-image latency and REST throughput of exported models.
+
+Each model (`--models`, default a few of the tiny 28x28x1, 10-class
+builders of `tests/export/test_export.py`, with *untrained* weights: sizes
+and latencies do not depend on them) is exported with
+`export.export_model(..., to="all", quantize="none,dynamic,int8")`, int8
+calibrated on 100 Fashion-MNIST train images, no parity check. Then:
+
+- sizes: the SavedModel directory (MB) and the float32 / dynamic-range /
+  int8 TFLite files (KB), plus the layers the int8 file keeps float;
+- latency of one Fashion-MNIST test image (batch 1), p50 / p99 of
+  `--repeats` calls after warm-up (`time.perf_counter`), per path: Keras
+  eager `model(x, training=False)` (RAM: `model.inference_model()(x)`),
+  the same call in `tf.function(jit_compile=True)`, the SavedModel's
+  `serving_default` signature, and the float32 and int8 TFLite files'
+  signature runners (`runner(images=x)`, LiteRT's default XNNPACK delegate)
+  at each of `--threads` interpreter threads;
+- REST throughput (`--serve-models`): `export.serve`'s app under uvicorn on
+  a free 127.0.0.1 port in a background thread, `--clients` concurrent
+  httpx clients each POSTing one image per request to
+  `/v1/models/NAME:predict` for `--serve-seconds`: requests/s and p50 /
+  p99 latency. Clients and server share the same CPUs (and the GIL).
+
+    python -m benchmarks.export                 # default models
+    python -m benchmarks.export --quick         # few repeats, 1 s serving
+    python -m benchmarks.export --models stn ram --serve-models stn
+
+Writes `benchmarks/results/export.json` (override with `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from export import export_model  # noqa: E402
+from export.calibration import load_images  # noqa: E402
+from export.tflite import TFLiteModel  # noqa: E402
+from keras_attn import models  # noqa: E402
+
+SHAPE = (28, 28, 1)
+# The builders of tests/export/test_export.py (`None`: RAM, built below).
+BUILDERS = {
+    "se_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="se"),
+    "cbam_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="cbam"),
+    "ltpa_pc_concat": lambda: models.ltpa_vgg(SHAPE, 10, width=0.0625,
+                                              global_dim=32),
+    "ltpa_dp_indep": lambda: models.ltpa_vgg(
+        SHAPE, 10, compatibility="dp", head="indep", width=0.0625,
+        global_dim=32),
+    "attention56": lambda: models.residual_attention_network(
+        SHAPE, 10, width=0.0625),
+    "stn": lambda: models.stn_classifier(SHAPE, 10),
+    "aa_wrn": lambda: models.aa_wide_resnet(
+        SHAPE, 10, depth=10, width=1, num_heads=2, min_key_dims_per_head=2),
+    "aa_resnet": lambda: models.aa_resnet(
+        SHAPE, 10, depth=18, augmented_stages=(3, 4), num_heads=2,
+        min_key_dims_per_head=2),
+    "sasa_resnet": lambda: models.sasa_resnet(
+        SHAPE, 10, width=0.125, kernel_size=3, num_heads=2),
+    "ram": None,
+}
+DEFAULT_MODELS = ["cbam_resnet", "ltpa_pc_concat", "stn", "ram"]
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TAG = "EXPORT_MANIFEST "
+NOTE = ("Untrained weights (sizes and latencies do not depend on them). "
+        "Measured on a shared 2-core CPU (other jobs running): treat "
+        "latencies as rough, compare within one run.")
+
+
+def build(name):
+    keras.utils.set_random_seed(0)
+    if name != "ram":
+        model = BUILDERS[name]()
+        return model, model
+    from keras_attn.ram import RecurrentAttentionModel
+
+    model = RecurrentAttentionModel(10, num_glimpses=2, glimpse_size=8,
+                                    num_scales=2)
+    model.build((None, *SHAPE))
+    return model, model.inference_model()
+
+
+def percentiles(seconds):
+    p50, p99 = np.percentile(1e3 * np.asarray(seconds), [50, 99])
+    return {"p50_ms": float(p50), "p99_ms": float(p99),
+            "min_ms": 1e3 * float(min(seconds)), "samples": len(seconds)}
+
+
+def time_calls(call, repeats, warmup):
+    """p50 / p99 of `repeats` timed calls of `call()` (which must return
+    once its result is ready), after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return percentiles(seconds)
+
+
+def _ready(out):
+    for value in tf.nest.flatten(out):
+        np.asarray(value)
+
+
+def latency_paths(forward, manifest, image, threads):
+    """`{path: zero-argument call}` for one image."""
+    x = tf.constant(image)
+    xla = tf.function(lambda t: forward(t, training=False), jit_compile=True)
+    signature = tf.saved_model.load(
+        manifest["written"]["saved_model"]).signatures["serving_default"]
+    paths = {
+        "keras": lambda: _ready(forward(x, training=False)),
+        "xla": lambda: _ready(xla(x)),
+        "saved_model": lambda: _ready(signature(images=x)),
+    }
+    for tag in ("float32", "int8"):
+        for t in threads if tag in manifest["tflite"] else ():
+            runner = TFLiteModel(manifest["written"]["tflite"][tag],
+                                 num_threads=t)
+            fed = runner._quantize(image)  # float32 unless io_type was set
+
+            def call(run=runner.runner, fed=fed):
+                return run(images=fed)
+
+            paths[f"tflite_{tag}_t{t}"] = call
+    return paths
+
+
+def export_worker(name, root, quantize):
+    """Child process: export `name` under `root`; print the manifest."""
+    model, _ = build(name)
+    manifest = export_model(
+        model, os.path.join(root, name), name=name, to="all",
+        quantize=quantize, calibration="fashion_mnist",
+        calibration_images=100, parity_images=0, version=1,
+        overwrite=True)
+    print(_TAG + json.dumps(manifest), flush=True)
+
+
+def export(name, root):
+    """The manifest of `name`'s export, and why int8 is missing if it is.
+
+    Exports run in a child process: LiteRT's interpreter can abort the
+    process (a native crash, not an exception) on loading a file, which
+    `export_model` does for each file it writes. If the full export dies,
+    it is redone without int8."""
+    errors = {}
+    for quantize in ("none,dynamic,int8", "none,dynamic"):
+        proc = subprocess.run(
+            [sys.executable, "-c", "from benchmarks.export import "
+             f"export_worker; export_worker({name!r}, {root!r}, "
+             f"{quantize!r})"],
+            cwd=_ROOT, capture_output=True, text=True, check=False)
+        for line in proc.stdout.splitlines():
+            if line.startswith(_TAG):
+                return json.loads(line[len(_TAG):]), errors
+        tail = [t for t in proc.stderr.splitlines() if t.strip()][-3:]
+        errors[quantize] = f"exit {proc.returncode}: " + " / ".join(tail)
+        print(f"  export {quantize} failed: {errors[quantize]}", flush=True)
+    raise RuntimeError(f"export of {name} failed: {errors}")
+
+
+def measure_model(name, root, image, args):
+    start = time.perf_counter()
+    manifest, export_errors = export(name, root)
+    tflite = manifest["tflite"]
+    row = {"model": name, "export_s": time.perf_counter() - start,
+           "saved_model_bytes": manifest["saved_model"]["bytes"],
+           **{f"tflite_{tag}_bytes": tflite[tag]["bytes"] if tag in tflite
+              else None for tag in ("float32", "dynamic", "int8")},
+           "int8_float_layers": tflite.get("int8", {}).get("float_layers"),
+           "export_errors": export_errors, "latency": {}, "errors": {}}
+    model, forward = build(name)
+    row["params"] = int(model.count_params())
+    for path, call in latency_paths(forward, manifest, image,
+                                    args.threads).items():
+        try:
+            row["latency"][path] = time_calls(call, args.repeats, args.warmup)
+        except Exception as err:  # e.g. an op XLA cannot compile
+            row["errors"][path] = f"{type(err).__name__}: {err}"[:500]
+    for t in args.threads:
+        if "int8" not in tflite:
+            row["errors"][f"tflite_int8_t{t}"] = "no int8 file (see export)"
+    return row
+
+
+def live_server(root):
+    """`(url, stop)`: uvicorn serving `root` in a daemon thread, as in
+    tests/export/test_serve.py's `live_server` fixture."""
+    import uvicorn
+
+    from export import serve
+
+    app = serve.create_app(serve.load_repository(root), threads=4)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the REST server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    def stop():
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+def measure_serving(name, root, image, args):
+    import httpx
+
+    url, stop = live_server(os.path.join(root, name))
+    path = f"/v1/models/{name}:predict"
+    body = {"instances": [image[0].tolist()]}
+    rows = []
+    try:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for _ in range(5):  # warm-up (first signature call traces)
+                http.post(path, json=body).raise_for_status()
+        for clients in args.clients:
+            barrier = threading.Barrier(clients)
+
+            def client(_, barrier=barrier):
+                times = []
+                with httpx.Client(base_url=url, timeout=60) as http:
+                    barrier.wait()
+                    stop_at = time.perf_counter() + args.serve_seconds
+                    while time.perf_counter() < stop_at:
+                        start = time.perf_counter()
+                        http.post(path, json=body).raise_for_status()
+                        times.append(time.perf_counter() - start)
+                return times
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                per_client = list(pool.map(client, range(clients)))
+            elapsed = time.perf_counter() - start
+            times = [t for ts in per_client for t in ts]
+            rows.append({"model": name, "clients": clients,
+                         "requests": len(times), "seconds": elapsed,
+                         "requests_per_s": len(times) / elapsed,
+                         **percentiles(times)})
+            r = rows[-1]
+            print(f"| {name} | {clients} | {r['requests']} | "
+                  f"{r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | "
+                  f"{r['p99_ms']:.1f} |", flush=True)
+    finally:
+        stop()
+    return rows
+
+
+def _table(header, rows):
+    """Print a Markdown table; `rows` are lists of already formatted cells."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---:" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |", flush=True)
+
+
+def _kb(n_bytes):
+    return "failed" if n_bytes is None else f"{n_bytes / 1e3:.0f}"
+
+
+def _cell(row, path):
+    r = row["latency"].get(path)
+    return "error" if r is None else f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}"
+
+
+def machine():
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "ai_edge_litert": version("ai-edge-litert"), "note": NOTE}
+
+
+def _ints(text):
+    return [int(v) for v in text.split(",")]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS,
+                   choices=list(BUILDERS))
+    p.add_argument("--repeats", type=int, default=200,
+                   help="timed single-image calls per path")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--threads", type=_ints, default=[1, 2],
+                   help="TFLite interpreter threads, comma-separated")
+    p.add_argument("--serve-models", nargs="*", default=["cbam_resnet"],
+                   choices=list(BUILDERS),
+                   help="models to serve over REST (must be in --models)")
+    p.add_argument("--serve-seconds", type=float, default=10.0,
+                   help="seconds of requests per client count")
+    p.add_argument("--clients", type=_ints, default=[1, 4, 16],
+                   help="concurrent REST clients, comma-separated")
+    p.add_argument("--quick", action="store_true",
+                   help="10 repeats, 3 warm-up calls, 1 s of serving per "
+                        "client count")
+    p.add_argument("--out", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results", "export.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup, args.serve_seconds = 10, 3, 1.0
+    missing = set(args.serve_models) - set(args.models)
+    if missing:
+        p.error(f"--serve-models {sorted(missing)} not in --models")
+
+    started = time.perf_counter()
+    image, _ = load_images("fashion_mnist", "test", 1, SHAPE)
+    results, serving = [], []
+    with tempfile.TemporaryDirectory(prefix="bench_export_") as root:
+        for name in args.models:
+            print(f"exporting and timing {name} ...", flush=True)
+            results.append(measure_model(name, root, image, args))
+        if args.serve_models:
+            print("\nREST serving, one image per request")
+            _table(["model", "clients", "requests", "req/s", "p50 ms",
+                    "p99 ms"], [])
+            for name in args.serve_models:
+                serving += measure_serving(name, root, image, args)
+
+    paths = ["keras", "xla", "saved_model", *(
+        f"tflite_{tag}_t{t}" for tag in ("float32", "int8")
+        for t in args.threads)]
+    print(f"\nSizes and single-image latency, ms p50 / p99 of {args.repeats} "
+          f"calls (batch 1). {NOTE}")
+    _table(["model", "params", "SavedModel MB", "tflite f32 KB",
+            "tflite dyn KB", "tflite int8 KB", *paths],
+           [[r["model"], f"{r['params']:,}",
+             f"{r['saved_model_bytes'] / 1e6:.2f}",
+             *(_kb(r[f"tflite_{t}_bytes"])
+               for t in ("float32", "dynamic", "int8")),
+             *(_cell(r, p) for p in paths)] for r in results])
+    for r in results:
+        if r["int8_float_layers"]:
+            print(f"{r['model']}: int8 file keeps float: "
+                  f"{', '.join(map(str, r['int8_float_layers']))}")
+        for quantize, err in r["export_errors"].items():
+            print(f"{r['model']} export {quantize} failed: {err[:300]}")
+        for path, err in r["errors"].items():
+            print(f"{r['model']} {path} failed: {err[:200]}")
+
+    data = {"machine": machine(), "quick": args.quick,
+            "repeats": args.repeats, "warmup": args.warmup,
+            "threads": args.threads, "serve_seconds": args.serve_seconds,
+            "clients": args.clients, "results": results, "serving": serving,
+            "runtime_s": time.perf_counter() - started}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(data, f, indent=2)
+    print(f"wrote {args.out} ({data['runtime_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
