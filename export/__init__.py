@@ -29,6 +29,12 @@ when the model has spatial attention maps (a RAM model: `locations`
 float32 `(batch, T, 2)`). See `export.serving_model` for how the maps are
 computed and `export.manifest` for the manifest.
 
+The int8 file keeps some ops in float32 (`export.tflite.convert_serving`):
+by default those of the spatial samplers and self-attention layers, which
+int8 cannot resolve (`--float-layers`), and always those whose calibrated
+range is empty, which would crash LiteRT's XNNPACK delegate. The manifest
+lists them (`float_layers`, `float_tensors`, `full_integer`).
+
 Importing this package is cheap (no TensorFlow); `export_model` imports
 TensorFlow when called.
 """
