@@ -1,8 +1,9 @@
 """Size, single-image latency and REST throughput of exported models.
 
 Each model (`--models`, default a few of the tiny 28x28x1, 10-class
-builders of `tests/export/test_export.py`, with *untrained* weights: sizes
-and latencies do not depend on them) is exported with
+builders of `tests/export/tiny_models.py`, shared with the export tests,
+with *untrained* weights: sizes and latencies do not depend on them) is
+exported with
 `export.export_model(..., to="all", quantize="none,dynamic,int8")`, int8
 calibrated on 100 Fashion-MNIST train images, no parity check. Then:
 
@@ -51,30 +52,10 @@ import tensorflow as tf  # noqa: E402
 from export import export_model  # noqa: E402
 from export.calibration import load_images  # noqa: E402
 from export.tflite import TFLiteModel  # noqa: E402
-from keras_attn import models  # noqa: E402
+from tests.export import tiny_models  # noqa: E402
+from tests.export.tiny_models import BUILDERS  # noqa: E402
+from tests.export.tiny_models import SHAPE  # noqa: E402
 
-SHAPE = (28, 28, 1)
-# The builders of tests/export/test_export.py (`None`: RAM, built below).
-BUILDERS = {
-    "se_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="se"),
-    "cbam_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="cbam"),
-    "ltpa_pc_concat": lambda: models.ltpa_vgg(SHAPE, 10, width=0.0625,
-                                              global_dim=32),
-    "ltpa_dp_indep": lambda: models.ltpa_vgg(
-        SHAPE, 10, compatibility="dp", head="indep", width=0.0625,
-        global_dim=32),
-    "attention56": lambda: models.residual_attention_network(
-        SHAPE, 10, width=0.0625),
-    "stn": lambda: models.stn_classifier(SHAPE, 10),
-    "aa_wrn": lambda: models.aa_wide_resnet(
-        SHAPE, 10, depth=10, width=1, num_heads=2, min_key_dims_per_head=2),
-    "aa_resnet": lambda: models.aa_resnet(
-        SHAPE, 10, depth=18, augmented_stages=(3, 4), num_heads=2,
-        min_key_dims_per_head=2),
-    "sasa_resnet": lambda: models.sasa_resnet(
-        SHAPE, 10, width=0.125, kernel_size=3, num_heads=2),
-    "ram": None,
-}
 DEFAULT_MODELS = ["cbam_resnet", "ltpa_pc_concat", "stn", "ram"]
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TAG = "EXPORT_MANIFEST "
@@ -84,16 +65,10 @@ NOTE = ("Untrained weights (sizes and latencies do not depend on them). "
 
 
 def build(name):
-    keras.utils.set_random_seed(0)
-    if name != "ram":
-        model = BUILDERS[name]()
-        return model, model
-    from keras_attn.ram import RecurrentAttentionModel
-
-    model = RecurrentAttentionModel(10, num_glimpses=2, glimpse_size=8,
-                                    num_scales=2)
-    model.build((None, *SHAPE))
-    return model, model.inference_model()
+    """`(model, forward)`: the model and the Keras call that predicts
+    (RAM: its functional inference model)."""
+    model = tiny_models.build(name)
+    return model, (model.inference_model() if name == "ram" else model)
 
 
 def percentiles(seconds):

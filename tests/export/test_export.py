@@ -14,35 +14,14 @@ import pytest
 
 from export import export_model
 from export.tflite import op_names
-from keras_attn import models
 from keras_attn.data.fashion_mnist import load_fashion_mnist
+from tests.export.tiny_models import BUILDERS
+from tests.export.tiny_models import build
 
 pytestmark = pytest.mark.tf_only
 
-SHAPE = (28, 28, 1)
-# Small enough to train and convert in seconds, trained long enough
-# (2,048 real images) that their predictions are not coin flips, which
-# would make top-1 agreement meaningless.
-BUILDERS = {
-    "se_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="se"),
-    "cbam_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="cbam"),
-    "ltpa_pc_concat": lambda: models.ltpa_vgg(SHAPE, 10, width=0.0625,
-                                              global_dim=32),
-    "ltpa_dp_indep": lambda: models.ltpa_vgg(
-        SHAPE, 10, compatibility="dp", head="indep", width=0.0625,
-        global_dim=32),
-    "attention56": lambda: models.residual_attention_network(
-        SHAPE, 10, width=0.0625),
-    "stn": lambda: models.stn_classifier(SHAPE, 10),
-    "aa_wrn": lambda: models.aa_wide_resnet(
-        SHAPE, 10, depth=10, width=1, num_heads=2, min_key_dims_per_head=2),
-    "aa_resnet": lambda: models.aa_resnet(
-        SHAPE, 10, depth=18, augmented_stages=(3, 4), num_heads=2,
-        min_key_dims_per_head=2),
-    "sasa_resnet": lambda: models.sasa_resnet(
-        SHAPE, 10, width=0.125, kernel_size=3, num_heads=2),
-    "ram": None,
-}
+# Trained on 2,048 real images: long enough that their predictions are not
+# coin flips, which would make top-1 agreement meaningless.
 # The layers each int8 file keeps float32 (`export.tflite.FLOAT_LAYERS`).
 FLOAT_LAYERS = {"stn": ["spatial_transformer"], "ram": ["sensor"]}
 
@@ -52,20 +31,8 @@ def _train_images(count=2048):
     return images[:count, ..., None].astype("float32") / 255.0, labels[:count]
 
 
-def _built(name):
-    keras.utils.set_random_seed(0)
-    if name != "ram":
-        return BUILDERS[name]()
-    from keras_attn.ram import RecurrentAttentionModel
-
-    model = RecurrentAttentionModel(10, num_glimpses=2, glimpse_size=8,
-                                    num_scales=2)
-    model.build((None, *SHAPE))
-    return model
-
-
 def _trained(name):
-    model = _built(name)
+    model = build(name)
     images, labels = _train_images()
     if name == "ram":
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -137,7 +104,7 @@ def _check_fresh_process(model, name, manifest, tmp_path):
 def test_every_builder_exports_like_keras(name, tmp_path):
     # Float exports compute what Keras computes, every output (maps too),
     # on 1,000 real test images; weights need no training for that.
-    model = _built(name)
+    model = build(name)
     manifest = export_model(model, tmp_path, name=name, to="all",
                             quantize="none", parity_images=1000)
     assert manifest["parity"] == {"images": 1000,
