@@ -295,15 +295,14 @@ def _build_training_state(model):
 
 
 def train(build_model, args, name, compile_model=compile_classifier,
-          pictures=None, extra_metrics=None, export_model=None):
+          pictures=None, extra_metrics=None):
     """Train `build_model(input_shape, num_classes)` with the recipe flags,
     evaluate on the test split, save, draw and export. Returns the metrics.
 
     `compile_model(model, args)` compiles (default: Adam + sparse
     cross-entropy + accuracy). `pictures(model, images, labels, out)` may
     draw recipe-specific PNGs and return their paths. `extra_metrics(model,
-    test)` may add entries to `metrics.json`. `export_model(model)` gives
-    the model to export (default: the trained model itself).
+    test)` may add entries to `metrics.json`.
     """
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
@@ -387,8 +386,7 @@ def train(build_model, args, name, compile_model=compile_classifier,
                 model, images, labels, out, pictures
             )
         if args.export and is_tensorflow():
-            exported = model if export_model is None else export_model(model)
-            metrics["export"] = export(exported, images, out, name,
+            metrics["export"] = export(model, images, out, name,
                                        args.dataset)
     _write_json(os.path.join(out, "history.json"), history.history)
     _write_json(os.path.join(out, "metrics.json"), metrics)
