@@ -183,19 +183,6 @@ def _dir_bytes(directory):
                for root, _, files in os.walk(directory) for f in files)
 
 
-def _saved_model_outputs(directory, images, batch_size=250):
-    import numpy as np
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(directory).signatures["serving_default"]
-    parts = [
-        {k: v.numpy() for k, v in signature(
-            images=tf.constant(images[i:i + batch_size])).items()}
-        for i in range(0, len(images), batch_size)
-    ]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 def export_model(model, out, name=None, version=None, to="all",
                  quantize=("none",), io_type="float32", calibration=None,
                  calibration_images=500, parity_images=1000,
@@ -258,11 +245,13 @@ def export_model(model, out, name=None, version=None, to="all",
               "'auto', 'none' or a list of layer class names such as "
               "['SpatialTransformer']")
     import keras
+    import tensorflow as tf
 
     from export import manifest as manifest_lib
     from export.calibration import load_images
     from export.saved_model import write_serving_saved_model
     from export.serving_model import ServingGraph
+    from export.serving_model import run_batched
     from export.tflite import FILE_TAGS
     from export.tflite import TFLiteModel
     from export.tflite import convert_serving
@@ -352,7 +341,8 @@ def export_model(model, out, name=None, version=None, to="all",
                  "bytes": _dir_bytes(version_dir)}
         if images is not None:
             entry["parity"] = _parity(
-                reference, _saved_model_outputs(version_dir, images)
+                reference, run_batched(tf.saved_model.load(version_dir)
+                                       .signatures["serving_default"], images)
             )
         manifest["saved_model"] = entry
         written["saved_model"] = os.path.abspath(version_dir)

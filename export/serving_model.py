@@ -130,6 +130,20 @@ def _resize(maps, height, width):
     return resized[..., 0]
 
 
+def run_batched(function, images, batch_size=250):
+    """`function(images=batch)` over `images` in batches of `batch_size`,
+    its output dict concatenated into NumPy arrays."""
+    import tensorflow as tf
+
+    images = np.asarray(images, "float32")
+    parts = [
+        {k: v.numpy() for k, v in function(
+            images=tf.constant(images[i:i + batch_size])).items()}
+        for i in range(0, len(images), batch_size)
+    ]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 class ServingGraph:
     """The graph shared by the SavedModel and the TFLite exports.
 
@@ -351,12 +365,7 @@ class ServingGraph:
         of NumPy arrays: the Keras model's own computation."""
         traced = self._traced.get(None) or self.function(None)
         self._traced[None] = traced
-        parts = [
-            {k: v.numpy() for k, v in traced(
-                np.asarray(images[i:i + batch_size], "float32")).items()}
-            for i in range(0, len(images), batch_size)
-        ]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return run_batched(traced, images, batch_size)
 
     def decode_images(self, image_bytes):
         """Encoded JPEG/PNG/BMP/GIF strings `(B,)` -> float32 `(B, H, W, C)`
