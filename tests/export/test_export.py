@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from export import export_model
+from export.calibration import load_images
 from export.tflite import op_names
 from keras_attn.data.fashion_mnist import load_fashion_mnist
 from tests.export.tiny_models import BUILDERS
+from tests.export.tiny_models import SHAPE
 from tests.export.tiny_models import build
 
 pytestmark = pytest.mark.tf_only
@@ -86,8 +88,7 @@ def _check_builtin_ops(manifest):
 def _check_fresh_process(model, name, manifest, tmp_path):
     # The SavedModel runs where only TensorFlow is installed, and computes
     # what the Keras model computes.
-    images = load_fashion_mnist("test")[0][:8, ..., None] / 255.0
-    images = images.astype("float32")
+    images, _ = load_images("fashion_mnist", "test", 8, SHAPE)
     fresh = _fresh_process_outputs(manifest["written"]["saved_model"],
                                    images, tmp_path)
     assert sorted(fresh) == sorted(manifest["outputs"])

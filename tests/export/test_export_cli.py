@@ -9,6 +9,7 @@ import pytest
 
 from export import export_model
 from export.__main__ import main as export_main
+from export.calibration import load_images
 from export.manifest import sha256
 from export.tflite import TFLiteModel
 from keras_attn import models
@@ -21,8 +22,7 @@ FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
 
 
 def _test_images(count):
-    images = load_fashion_mnist("test")[0][:count, ..., None]
-    return images.astype("float32") / 255.0
+    return load_images("fashion_mnist", "test", count, (28, 28, 1))[0]
 
 
 def _ltpa(train=0):
