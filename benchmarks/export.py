@@ -17,8 +17,8 @@ calibrated on 100 Fashion-MNIST train images, no parity check. Then:
   signature runners (`runner(images=x)`, LiteRT's default XNNPACK delegate)
   at each of `--threads` interpreter threads;
 - REST throughput (`--serve-models`): `export.serve`'s app under uvicorn on
-  a free 127.0.0.1 port in a background thread, `--clients` concurrent
-  httpx clients each POSTing one image per request to
+  a free 127.0.0.1 port in a background thread (`serve.serve_in_thread`),
+  `--clients` concurrent httpx clients each POSTing one image per request to
   `/v1/models/NAME:predict` for `--serve-seconds`: requests/s and p50 /
   p99 latency. Clients and server share the same CPUs (and the GIL).
 
@@ -177,36 +177,13 @@ def measure_model(name, root, image, args):
     return row
 
 
-def live_server(root):
-    """`(url, stop)`: uvicorn serving `root` in a daemon thread, as in
-    tests/export/test_serve.py's `live_server` fixture."""
-    import uvicorn
-
-    from export import serve
-
-    app = serve.create_app(serve.load_repository(root), threads=4)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the REST server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-
-    def stop():
-        server.should_exit = True
-        thread.join(timeout=10)
-
-    return f"http://127.0.0.1:{port}", stop
-
-
 def measure_serving(name, root, image, args):
     import httpx
 
-    url, stop = live_server(os.path.join(root, name))
+    from export import serve
+
+    url, stop = serve.serve_in_thread(serve.create_app(
+        serve.load_repository(os.path.join(root, name)), threads=4))
     path = f"/v1/models/{name}:predict"
     body = {"instances": [image[0].tolist()]}
     rows = []

@@ -44,6 +44,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
@@ -388,6 +390,30 @@ def create_app(
     app.state.repository = repository
     app.state.executor = executor
     return app
+
+
+def serve_in_thread(app: Starlette, host: str = DEFAULT_HOST,
+                    port: int = 0, timeout: float = 30.0):
+    """Run `app` under uvicorn in a daemon thread (port 0: a free one), for
+    tests, benchmarks and notebooks. Returns `(url, stop)`; `stop()` shuts
+    the server down and waits for the thread."""
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"serve_in_thread: uvicorn did not start on "
+                               f"{host}:{port}")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+
+    def stop():
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return f"http://{host}:{bound}", stop
 
 
 def _predict(servable: Servable, raw: bytes) -> dict:

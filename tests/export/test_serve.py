@@ -24,7 +24,6 @@ import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
-import uvicorn
 from starlette.testclient import TestClient
 
 from export import serve
@@ -461,20 +460,10 @@ def test_body_limit_ignores_a_false_content_length_and_stops_reading(root):
 def live_server(root):
     """A real uvicorn server on a free port in a background thread."""
     repository = serve.load_repository(str(root))
-    app = serve.create_app(repository, threads=4)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0,
-                            log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", repository
-    server.should_exit = True
-    thread.join(timeout=10)
+    url, stop = serve.serve_in_thread(
+        serve.create_app(repository, threads=4))
+    yield url, repository
+    stop()
 
 
 def test_sixteen_concurrent_clients_each_get_their_own_answer(live_server):
