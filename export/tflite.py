@@ -42,7 +42,7 @@ IO_TYPES = ("float32", "uint8", "int8")
 # below int8's output step of 1/256. Measured on briefly trained models,
 # quantizing them anyway dropped top-1 agreement with the float model to
 # 50-90 % (see tests/export/test_export.py).
-FLOAT_LAYERS = ("SpatialTransformer", "GlimpseSensor",
+FLOAT_LAYERS = ("SpatialTransformer", "GlimpseSensor", "LTPAAttention",
                 "AttentionAugmentedConv2D", "LocalSelfAttention2D",
                 "AttentionStem")
 # File tag of each quantization: model_<tag>.tflite.
@@ -196,6 +196,129 @@ def degenerate_tensors(calibrated, tolerance=1e-6):
     return names
 
 
+# TFLite int8 ops whose inputs and outputs must share one scale and zero
+# point (the 8-bit quantization spec's "same scale/zero_point" restriction:
+# they move or select values and never rescale them).
+SAME_SCALE_OPS = frozenset({
+    "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "BROADCAST_TO", "CONCATENATION",
+    "DEPTH_TO_SPACE", "EXPAND_DIMS", "GATHER", "GATHER_ND", "MAXIMUM",
+    "MAX_POOL_2D", "MINIMUM", "MIRROR_PAD", "PACK", "PAD", "PADV2",
+    "REDUCE_MAX", "REDUCE_MIN", "RESHAPE", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "REVERSE_V2", "SELECT", "SELECT_V2", "SLICE",
+    "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQUEEZE",
+    "STRIDED_SLICE", "TILE", "TRANSPOSE", "UNPACK",
+})
+
+
+def _ranged(tensor):
+    q = tensor.quantization
+    return (q is not None and q.min is not None and q.max is not None
+            and len(q.min) == 1 and len(q.max) == 1)
+
+
+def _same_scale_groups(model, subgraph, skip=()):
+    """Indices of the ranged tensors of `subgraph` that `SAME_SCALE_OPS`
+    tie together, as lists of two or more (union-find over the ops); ops
+    with an output named in `skip` (kept float32) tie nothing."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    tensors = subgraph.tensors
+    parent = list(range(len(tensors)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for op in subgraph.operators:
+        name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+        if name not in SAME_SCALE_OPS or any(
+                tensors[i].name.decode() in skip for i in op.outputs):
+            continue
+        # Index operands (shapes, begins, conditions) carry no range.
+        tied = [i for i in [*op.inputs, *op.outputs]
+                if i >= 0 and _ranged(tensors[i])]
+        for i in tied[1:]:
+            parent[root(i)] = root(tied[0])
+    groups = {}
+    for i, tensor in enumerate(tensors):
+        if _ranged(tensor):
+            groups.setdefault(root(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def harmonize_ranges(calibrated, float_tensors=()):
+    """Give every tensor tied by same-scale ops the union of their
+    calibrated ranges, so the quantizer cannot clip any of them.
+
+    The quantizer must give the inputs and output of a `SAME_SCALE_OPS` op
+    one scale, and it takes that scale from whichever tensor it reaches
+    first; when that one's range is the narrower, the others are clipped.
+    CBAM's spatial attention shows it: its `concat([mean_c(x'), max_c(x')])`
+    has a range that misses the negative tail of `x'` (a BatchNorm output),
+    and through `REDUCE_MAX` the concat's scale became `x'`'s, clipping the
+    channel-gated features of every block. Measured on a briefly trained
+    CBAM-ResNet-20: per-op RMSE of the gated features 10 quantization steps
+    (0.3 is rounding), top-1 agreement with the float model 0.91; with the
+    union of ranges, 0.98. A union never clips; it only coarsens the
+    narrower tensors' steps.
+
+    Args:
+        calibrated: a flatbuffer from the converter's calibration pass
+            (tensors carry `min`/`max` statistics).
+        float_tensors: names of tensors whose ops stay float32; those ops
+            tie nothing (a float island's internal ranges, such as a
+            -1e30 attention mask, must not reach its int8 inputs).
+
+    Returns:
+        The flatbuffer, as `bytes`, with the statistics widened.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    for subgraph in model.subgraphs:
+        for group in _same_scale_groups(model, subgraph,
+                                        frozenset(float_tensors)):
+            members = [subgraph.tensors[i] for i in group]
+            low = min(float(t.quantization.min[0]) for t in members)
+            high = max(float(t.quantization.max[0]) for t in members)
+            for t in members:
+                t.quantization.min = [low]
+                t.quantization.max = [high]
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def _serving_converter(graph, batch_size):
+    import tensorflow as tf
+
+    # With a trackable object the converter keeps the function's signature
+    # (`serving_default`, input and output names) in the flatbuffer.
+    holder = tf.Module()
+    holder.serving_default = graph.frozen(batch_size)
+    return tf.lite.TFLiteConverter.from_concrete_functions(
+        [holder.serving_default.get_concrete_function()], holder
+    )
+
+
+def calibrate(graph, representative, batch_size=None):
+    """The converter's calibration pass alone: the float flatbuffer of
+    `graph` with every activation's min/max over `representative` (float32
+    images `(N, H, W, C)` in [0, 1], fed `batch_size` at a time), before
+    any quantization."""
+    import tensorflow as tf
+
+    size = batch_size or 1
+    images = np.asarray(representative, "float32")
+    batches = [[images[i:i + size]]
+               for i in range(0, len(images) - size + 1, size)]
+    converter = _serving_converter(graph, batch_size)
+    _configure(converter, "int8", batches)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
 def convert_serving(graph, quantization="none", representative=None,
                     io_type="float32", batch_size=None, float_layers="auto"):
     """Convert an `export.serving_model.ServingGraph` to a TFLite
@@ -247,49 +370,35 @@ def convert_serving(graph, quantization="none", representative=None,
             "list of layer class names such as ['SpatialTransformer']. "
             f"Received: float_layers={float_layers!r}"
         )
-    batches = None
-    if quantization == "int8":
-        if representative is None or len(representative) == 0:
-            raise ValueError(
-                "convert_serving: `quantization='int8'` needs "
-                "`representative`, real images (N, H, W, C) in [0, 1] "
-                "for calibration."
-            )
-        size = batch_size or 1
-        images = np.asarray(representative, "float32")
-        batches = [[images[i:i + size]]
-                   for i in range(0, len(images) - size + 1, size)]
-    # With a trackable object the converter keeps the function's signature
-    # (`serving_default`, input and output names) in the flatbuffer.
-    holder = tf.Module()
-    holder.serving_default = graph.frozen(batch_size)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [holder.serving_default.get_concrete_function()], holder
-    )
+    if quantization == "int8" and (representative is None
+                                   or len(representative) == 0):
+        raise ValueError(
+            "convert_serving: `quantization='int8'` needs "
+            "`representative`, real images (N, H, W, C) in [0, 1] "
+            "for calibration."
+        )
     if quantization != "int8":
+        converter = _serving_converter(graph, batch_size)
         _configure(converter, quantization, None)
         return converter.convert(), {"float_layers": [], "float_tensors": []}
 
-    # Calibrate the float graph once, then decide what stays float32.
+    # Calibrate the float graph once, mend the ranges the quantizer would
+    # clip, then decide what stays float32.
     from tensorflow.lite.python import convert as lite_convert
 
-    _configure(converter, quantization, batches)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
+    raw = calibrate(graph, representative, batch_size)
     islands = graph.layers_of(tuple(float_layers))
-    degenerate = degenerate_tensors(calibrated)
+    degenerate = degenerate_tensors(raw)
+    float_tensors = island_tensors(raw, islands) + degenerate
+    calibrated = harmonize_ranges(raw, float_tensors)
     kept = {"float_layers": [name for name, _ in islands],
             "float_tensors": degenerate}
     if not islands and not degenerate:
-        # Full integer, through the converter's own path (which also
-        # makes uint8 I/O).
-        converter._experimental_calibrate_only = False
-        _configure(converter, quantization, batches)
-        if io_type != "float32":
-            converter.inference_input_type = getattr(tf, io_type)
-            converter.inference_output_type = getattr(tf, io_type)
-        return converter.convert(), kept
+        # Full integer, with the arguments the converter's own int8 path
+        # passes (it also makes the uint8 / int8 I/O).
+        io = getattr(tf, io_type)
+        return lite_convert.mlir_quantize(
+            calibrated, input_data_type=io, output_data_type=io), kept
     if io_type == "uint8":
         # TensorFlow's uint8 rewrite of a mixed model makes a file
         # XNNPACK refuses to prepare (a RESHAPE fails to delegate).
@@ -308,7 +417,7 @@ def convert_serving(graph, quantization="none", representative=None,
         fully_quantize=integer_io,
         input_data_type=tf.int8 if integer_io else tf.float32,
         output_data_type=tf.int8 if integer_io else tf.float32,
-        denylisted_nodes=island_tensors(calibrated, islands) + degenerate,
+        denylisted_nodes=float_tensors,
     )
     return flatbuffer, kept
 
