@@ -38,10 +38,11 @@ IO_TYPES = ("float32", "uint8", "int8")
 # int8 scale per tensor, sampling coordinates over a 28-pixel image move
 # in steps of about 1/8 pixel and the bilinear weights in steps of 1/256
 # (SpatialTransformer, and RAM's GlimpseSensor on the same sampler); a
-# softmax over the h*w keys of self-attention gives weights near 1/(h*w),
-# below int8's output step of 1/256. Measured on briefly trained models,
-# quantizing them anyway dropped top-1 agreement with the float model to
-# 50-90 % (see tests/export/test_export.py).
+# softmax over the h*w keys of self-attention, or over the h*w positions of
+# LTPA's attention estimator, gives weights near 1/(h*w), below int8's
+# output step of 1/256. Measured on briefly trained models, quantizing them
+# anyway dropped top-1 agreement with the float model to 50-94 % (README,
+# "Export and serving").
 FLOAT_LAYERS = ("SpatialTransformer", "GlimpseSensor", "LTPAAttention",
                 "AttentionAugmentedConv2D", "LocalSelfAttention2D",
                 "AttentionStem")
