@@ -30,10 +30,11 @@ float32 `(batch, T, 2)`). See `export.serving_model` for how the maps are
 computed and `export.manifest` for the manifest.
 
 The int8 file keeps some ops in float32 (`export.tflite.convert_serving`):
-by default those of the spatial samplers and self-attention layers, which
-int8 cannot resolve (`--float-layers`), and always those whose calibrated
-range is empty, which would crash LiteRT's XNNPACK delegate. The manifest
-lists them (`float_layers`, `float_tensors`, `full_integer`).
+by default those of the spatial samplers and attention-softmax layers,
+which int8 cannot resolve (`--float-layers`); always those whose calibrated
+range is empty, which would crash LiteRT's XNNPACK delegate; and unfolded
+BatchNorms whose per-channel factors one int8 scale cannot hold. The
+manifest lists them (`float_layers`, `float_tensors`, `full_integer`).
 
 Importing this package is cheap (no TensorFlow); `export_model` imports
 TensorFlow when called.
@@ -222,10 +223,11 @@ def export_model(model, out, name=None, version=None, to="all",
             `ServingGraph`).
         tflite_batch_size: static TFLite batch size; `None`: dynamic
             (1 until resized).
-        float_layers: layer classes whose own ops stay float32 in the
-            `int8` file (`"auto"`: `export.tflite.FLOAT_LAYERS`, the
-            spatial samplers and the self-attention softmaxes, which int8
-            cannot resolve); `()` or `"none"` for a full-integer file.
+        float_layers: layer classes whose ops (nested layers included)
+            stay float32 in the `int8` file (`"auto"`:
+            `export.tflite.FLOAT_LAYERS`, the spatial samplers and the
+            attention softmaxes, which int8 cannot resolve); `()` or
+            `"none"` for none.
         overwrite: replace an existing `out/NAME/VERSION`.
 
     Returns:

@@ -16,8 +16,9 @@ the Keras model:
 - `saved_model`: `path`, `signatures`, `bytes`, `parity`.
 - `tflite`: per quantization tag (`float32`, `dynamic`, `float16`,
   `int8`): `path`, `bytes`, `quantization`, `io_type`, tensor details and
-  `parity`; for `int8`, `float_layers` (layers whose own ops stayed
-  float32) and `full_integer`.
+  `parity`; for `int8`, `float_layers` (layers whose ops stayed float32),
+  `float_tensors` (outputs of other ops left float32: empty calibrated
+  range, or a constant operand int8 cannot hold) and `full_integer`.
 - `calibration` (int8): where the images came from; `parity`: the images
   the figures were measured on (held out from calibration).
 

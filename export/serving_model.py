@@ -244,17 +244,12 @@ class ServingGraph:
         self.extra_output = "attention_maps" if tensors else None
 
     def layers_of(self, class_names):
-        """`[(name, nested layer names)]` of the model's layers, nested ones
-        included, whose class name is in `class_names` (for leaving them in
-        float in an int8 file, see `export.tflite.FLOAT_LAYERS`)."""
-        found = []
-        for layer in self.model._flatten_layers(include_self=False,
-                                                recursive=True):
-            if type(layer).__name__ in class_names:
-                nested = [sub.name for sub in layer._flatten_layers(
-                    include_self=False, recursive=True)]
-                found.append((layer.name, nested))
-        return found
+        """Names of the model's layers, nested ones included, whose class
+        name is in `class_names` (for leaving them in float in an int8
+        file, see `export.tflite.FLOAT_LAYERS`)."""
+        return [layer.name for layer in self.model._flatten_layers(
+            include_self=False, recursive=True)
+            if type(layer).__name__ in class_names]
 
     def _outputs_probabilities(self):
         last = self.model.layers[-1]

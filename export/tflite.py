@@ -143,24 +143,16 @@ def _segment(name):
 
 
 def island_tensors(flatbuffer, islands):
-    """Names of the tensors of `flatbuffer` computed by the layers in
-    `islands` (`[(layer name, nested layer names)]`, from
-    `ServingGraph.layers_of`), leaving out those of their nested layers
-    (the convolutions and dense layers inside them quantize well)."""
+    """Names of the tensors of `flatbuffer` computed by the layers named in
+    `islands` (from `ServingGraph.layers_of`), their nested layers
+    included."""
     from ai_edge_litert.interpreter import Interpreter
 
-    owners = [(_segment(name), [_segment(n) for n in nested])
-              for name, nested in islands]
+    owners = [_segment(name) for name in islands]
 
     def owned(path):
-        parts = path.split("/")
-        for i, part in enumerate(parts[:-1]):
-            for own, nested in owners:
-                if own.fullmatch(part):
-                    inner = parts[i + 1] if i + 1 < len(parts) - 1 else None
-                    return inner is None or not any(
-                        n.fullmatch(inner) for n in nested)
-        return False
+        return any(own.fullmatch(part) for part in path.split("/")[:-1]
+                   for own in owners)
 
     names = [d["name"] for d in Interpreter(
         model_content=flatbuffer).get_tensor_details()]
@@ -290,6 +282,45 @@ def harmonize_ranges(calibrated, float_tensors=()):
     return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
+# Elementwise ops whose constant operand int8 holds with one scale.
+_CONSTANT_OPERAND_OPS = frozenset({"MUL", "ADD", "SUB"})
+
+
+def imprecise_constant_ops(calibrated, tolerance=0.05):
+    """Names of the outputs of MUL / ADD / SUB ops whose constant vector
+    operand int8 cannot hold: one scale for the whole vector puts a step
+    of more than `tolerance` times its median magnitude.
+
+    These are BatchNorms that no convolution precedes, so the converter
+    cannot fold them (pre-activation units, or after a float island): a
+    `MUL` by the per-channel factor gamma / sqrt(var + eps) and an `ADD`
+    of the offset. int8 quantizes such constants per tensor, and one
+    nearly dead channel (variance ~1e-3, factor ~20 against a median of
+    1.5) makes the step for all the others about 10 % of their value.
+    Such ops stay float32."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    names = []
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) \
+                    not in _CONSTANT_OPERAND_OPS:
+                continue
+            for i in op.inputs:
+                tensor = subgraph.tensors[i]
+                data = model.buffers[tensor.buffer].data
+                if tensor.type != 0 or data is None or len(data) <= 4:
+                    continue  # not a float32 constant vector
+                values = np.abs(np.frombuffer(bytes(data), "<f4"))
+                median = float(np.median(values))
+                if values.max() / 127.0 > tolerance * max(median, 1e-12):
+                    names.extend(subgraph.tensors[o].name.decode()
+                                 for o in op.outputs)
+                    break
+    return names
+
+
 def _serving_converter(graph, batch_size):
     import tensorflow as tf
 
@@ -333,16 +364,17 @@ def convert_serving(graph, quantization="none", representative=None,
         io_type: `"float32"`, or `"uint8"` / `"int8"` (with
             `quantization="int8"` only) for integer input and outputs.
         batch_size: static batch size; `None` keeps the batch axis dynamic.
-        float_layers: for `"int8"`: class names of layers whose own ops stay
-            float32 (their nested convolutions are still int8): `"auto"`
-            is `FLOAT_LAYERS`, `()` gives a full-integer file. The file is
-            full-integer anyway when the model has none of them.
+        float_layers: for `"int8"`: class names of layers whose ops stay
+            float32, nested layers included: `"auto"` is `FLOAT_LAYERS`,
+            `()` gives a full-integer file unless some tensors must stay
+            float (below).
 
     Returns:
         `(flatbuffer bytes, kept)`: `kept["float_layers"]`, the layers whose
-        ops stayed float32, and `kept["float_tensors"]`, tensors left float
-        because their calibrated range is empty (`degenerate_tensors`);
-        both empty for a full-integer file.
+        ops stayed float32, and `kept["float_tensors"]`, outputs of ops
+        left float because their calibrated range is empty
+        (`degenerate_tensors`) or their constant operand int8 cannot hold
+        (`imprecise_constant_ops`); both empty for a full-integer file.
     """
     import tensorflow as tf
 
@@ -389,10 +421,10 @@ def convert_serving(graph, quantization="none", representative=None,
 
     raw = calibrate(graph, representative, batch_size)
     islands = graph.layers_of(tuple(float_layers))
-    degenerate = degenerate_tensors(raw)
+    degenerate = degenerate_tensors(raw) + imprecise_constant_ops(raw)
     float_tensors = island_tensors(raw, islands) + degenerate
     calibrated = harmonize_ranges(raw, float_tensors)
-    kept = {"float_layers": [name for name, _ in islands],
+    kept = {"float_layers": list(islands),
             "float_tensors": degenerate}
     if not islands and not degenerate:
         # Full integer, with the arguments the converter's own int8 path
