@@ -120,3 +120,40 @@ def test_int8_file_clips_no_calibrated_value(cbam_graph, images):
     unmended = lite_convert.mlir_quantize(raw)
     assert any("channel_attention" in n and n.endswith("/mul")
                for n in _clipped(unmended, _ranges(raw)))
+
+
+def _preactivation_graph(dead_channel):
+    """conv -> ReLU -> BatchNorm: a BatchNorm no convolution precedes, which
+    the converter cannot fold (a MUL and an ADD by per-channel constants).
+    `dead_channel` gives one channel the variance of a nearly dead unit."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    norm = keras.layers.BatchNormalization(name="unfolded_bn")
+    x = norm(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    variance = np.full(8, 0.5, "float32")
+    if dead_channel:
+        variance[3] = 1e-6  # factor 1/sqrt(1e-6 + 1e-3) ~ 32 vs ~1.4
+    norm.moving_variance.assign(variance)
+    return ServingGraph(model)
+
+
+def test_unfolded_batch_norm_with_a_dead_channel_stays_float(images):
+    from export.tflite import imprecise_constant_ops
+
+    healthy = calibrate(_preactivation_graph(False), images)
+    assert imprecise_constant_ops(healthy) == []
+    graph = _preactivation_graph(True)
+    flagged = imprecise_constant_ops(calibrate(graph, images))
+    assert flagged and all("unfolded_bn" in n for n in flagged), flagged
+
+    int8, kept = convert_serving(graph, "int8", images)
+    assert kept["float_tensors"] == flagged
+    from ai_edge_litert.interpreter import Interpreter
+
+    dtypes = {d["name"]: d["dtype"] for d in Interpreter(
+        model_content=int8).get_tensor_details()}
+    assert all(dtypes[n] == np.float32 for n in flagged), flagged
