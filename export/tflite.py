@@ -160,6 +160,18 @@ def island_tensors(flatbuffer, islands):
     return [n for n in names if any(owned(p) for p in n.split(";"))]
 
 
+def _model_object(calibrated):
+    """`calibrated` as a flatbuffer object model: parsed when given as
+    bytes, as is when already parsed (so one parse can serve several
+    passes)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    if isinstance(calibrated, (bytes, bytearray)):
+        return flatbuffer_utils.read_model_from_bytearray(
+            bytearray(calibrated))
+    return calibrated
+
+
 def degenerate_tensors(calibrated, tolerance=1e-6):
     """Names of the tensors whose calibrated range is (nearly) empty.
 
@@ -170,10 +182,9 @@ def degenerate_tensors(calibrated, tolerance=1e-6):
     1e-8, and LiteRT 2.3's XNNPACK delegate crashes the process ("double
     free") or refuses the model while preparing it. Such ops stay float32:
     they compute (nearly) constants, so this costs neither size nor speed.
+    `calibrated`: the calibrated flatbuffer's bytes or parsed model.
     """
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    model = _model_object(calibrated)
     names = []
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
@@ -259,7 +270,8 @@ def harmonize_ranges(calibrated, float_tensors=()):
 
     Args:
         calibrated: a flatbuffer from the converter's calibration pass
-            (tensors carry `min`/`max` statistics).
+            (tensors carry `min`/`max` statistics), as bytes or as a
+            parsed model, which is then widened in place.
         float_tensors: names of tensors whose ops stay float32; those ops
             tie nothing (a float island's internal ranges, such as a
             -1e30 attention mask, must not reach its int8 inputs).
@@ -269,7 +281,7 @@ def harmonize_ranges(calibrated, float_tensors=()):
     """
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    model = _model_object(calibrated)
     for subgraph in model.subgraphs:
         for group in _same_scale_groups(model, subgraph,
                                         frozenset(float_tensors)):
@@ -297,10 +309,11 @@ def imprecise_constant_ops(calibrated, tolerance=0.05):
     of the offset. int8 quantizes such constants per tensor, and one
     nearly dead channel (variance ~1e-3, factor ~20 against a median of
     1.5) makes the step for all the others about 10 % of their value.
-    Such ops stay float32."""
+    Such ops stay float32. `calibrated`: the calibrated flatbuffer's
+    bytes or parsed model."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    model = _model_object(calibrated)
     names = []
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
@@ -420,13 +433,14 @@ def convert_serving(graph, quantization="none", representative=None,
     from tensorflow.lite.python import convert as lite_convert
 
     raw = calibrate(graph, representative, batch_size)
+    parsed = _model_object(raw)  # one parse for the three passes below
     islands = graph.layers_of(tuple(float_layers))
-    degenerate = degenerate_tensors(raw) + imprecise_constant_ops(raw)
-    float_tensors = island_tensors(raw, islands) + degenerate
-    calibrated = harmonize_ranges(raw, float_tensors)
-    kept = {"float_layers": list(islands),
-            "float_tensors": degenerate}
-    if not islands and not degenerate:
+    kept_tensors = (degenerate_tensors(parsed)
+                    + imprecise_constant_ops(parsed))
+    float_tensors = island_tensors(raw, islands) + kept_tensors
+    calibrated = harmonize_ranges(parsed, float_tensors)
+    kept = {"float_layers": list(islands), "float_tensors": kept_tensors}
+    if not islands and not kept_tensors:
         # Full integer, with the arguments the converter's own int8 path
         # passes (it also makes the uint8 / int8 I/O).
         io = getattr(tf, io_type)
@@ -438,7 +452,7 @@ def convert_serving(graph, quantization="none", representative=None,
         raise ValueError(
             f"convert_serving: `io_type='uint8'` is not available when "
             f"ops stay float32 (layers {kept['float_layers']}, "
-            f"{len(degenerate)} tensors with an empty calibrated range); "
+            f"{len(kept_tensors)} other ops' outputs); "
             f"use io_type='int8' (zero point shifted by 128)."
         )
     # Mixed int8 / float32: quantize every tensor but those (TensorFlow's
