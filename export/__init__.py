@@ -189,7 +189,7 @@ def export_model(model, out, name=None, version=None, to="all",
                  calibration_images=500, parity_images=1000,
                  class_names=None, dataset=None, input_shape=None,
                  outputs="auto", tflite_batch_size=None, float_layers="auto",
-                 overwrite=False):
+                 int8_ranges="mse", overwrite=False):
     """Export a model as a TF Serving SavedModel and/or TFLite files, with
     a manifest.
 
@@ -228,6 +228,10 @@ def export_model(model, out, name=None, version=None, to="all",
             `export.tflite.FLOAT_LAYERS`, the spatial samplers and the
             attention softmaxes, which int8 cannot resolve); `()` or
             `"none"` for none.
+        int8_ranges: how the `int8` file's activation ranges are chosen:
+            `"mse"` (the calibrated min/max narrowed to the clip with the
+            least int8 rounding error, `export.tflite.clip_ranges`) or
+            `"minmax"` (the converter's own).
         overwrite: replace an existing `out/NAME/VERSION`.
 
     Returns:
@@ -246,6 +250,8 @@ def export_model(model, out, name=None, version=None, to="all",
         _fail("float_layers", float_layers,
               "'auto', 'none' or a list of layer class names such as "
               "['SpatialTransformer']")
+    if int8_ranges not in ("mse", "minmax"):
+        _fail("int8_ranges", int8_ranges, "'mse' or 'minmax'")
     import keras
     import tensorflow as tf
 
@@ -369,6 +375,7 @@ def export_model(model, out, name=None, version=None, to="all",
                 representative if quantization == "int8" else None,
                 io_type=file_io, batch_size=tflite_batch_size,
                 float_layers=() if float_layers == "none" else float_layers,
+                ranges=int8_ranges,
             )
             path = os.path.join(tflite_dir, f"model_{tag}.tflite")
             with open(path, "wb") as f:
@@ -381,6 +388,9 @@ def export_model(model, out, name=None, version=None, to="all",
             if quantization == "int8":
                 entry["float_layers"] = kept_float["float_layers"]
                 entry["float_tensors"] = kept_float["float_tensors"]
+                entry["int8_sublayers"] = kept_float["int8_sublayers"]
+                entry["ranges"] = int8_ranges
+                entry["ranges_narrowed"] = kept_float["narrowed"]
                 entry["full_integer"] = not (kept_float["float_layers"]
                                              or kept_float["float_tensors"])
             if images is not None:

@@ -71,6 +71,11 @@ def parser():
                    help="int8: comma-separated layer classes kept in "
                         "float32, 'auto' (samplers and self-attention) or "
                         "'none' for a full-integer file")
+    p.add_argument("--int8-ranges", choices=("mse", "minmax"),
+                   default="mse",
+                   help="int8: activation ranges narrowed to the least "
+                        "rounding error (mse, default) or the calibrated "
+                        "min/max")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUT/NAME/VERSION")
     return p
@@ -103,6 +108,7 @@ def main(argv=None):
             parity_images=args.parity_images, class_names=args.class_names,
             dataset=args.dataset, input_shape=args.input_shape,
             outputs=args.outputs, overwrite=args.overwrite,
+            int8_ranges=args.int8_ranges,
             float_layers=(args.float_layers
                           if args.float_layers in ("auto", "none")
                           else args.float_layers.split(",")),

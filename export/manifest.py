@@ -17,8 +17,11 @@ the Keras model:
 - `tflite`: per quantization tag (`float32`, `dynamic`, `float16`,
   `int8`): `path`, `bytes`, `quantization`, `io_type`, tensor details and
   `parity`; for `int8`, `float_layers` (layers whose ops stayed float32),
+  `int8_sublayers` (nested layers of those that are int8 all the same),
   `float_tensors` (outputs of other ops left float32: empty calibrated
-  range, or a constant operand int8 cannot hold) and `full_integer`.
+  range, or a constant operand int8 cannot hold), `full_integer`,
+  `ranges` (`mse` or `minmax`) and `ranges_narrowed` (how many activation
+  ranges the MSE clip narrowed).
 - `calibration` (int8): where the images came from; `parity`: the images
   the figures were measured on (held out from calibration).
 

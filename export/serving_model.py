@@ -251,6 +251,21 @@ class ServingGraph:
             include_self=False, recursive=True)
             if type(layer).__name__ in class_names]
 
+    def nested_layers(self, class_names, attributes):
+        """`{layer name: [nested layer names]}` for the model's layers whose
+        class name is in `class_names` and keys `attributes`, which maps a
+        class name to the attributes holding those nested layers (see
+        `export.tflite.INT8_SUBLAYERS`)."""
+        found = {}
+        for layer in self.model._flatten_layers(include_self=False,
+                                                recursive=True):
+            kind = type(layer).__name__
+            if kind in class_names and kind in attributes:
+                found[layer.name] = [
+                    getattr(layer, a).name for a in attributes[kind]
+                    if getattr(layer, a, None) is not None]
+        return found
+
     def _outputs_probabilities(self):
         last = self.model.layers[-1]
         if getattr(last, "activation", None) is keras.activations.softmax:

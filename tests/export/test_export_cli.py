@@ -9,6 +9,7 @@ import pytest
 
 from export import export_model
 from export.__main__ import main as export_main
+from export.__main__ import parser as export_parser
 from export.calibration import load_images
 from export.manifest import sha256
 from export.tflite import TFLiteModel
@@ -153,6 +154,7 @@ def test_int8_with_float_layers_can_still_take_integer_images(tmp_path):
     int8 = manifest["tflite"]["int8"]
     assert int8["float_layers"] == ["spatial_transformer"]
     assert int8["full_integer"] is False
+    assert int8["ranges"] == "mse" and int8["ranges_narrowed"] > 0
     assert int8["inputs"]["images"]["dtype"] == "int8"
     assert int8["outputs"]["probabilities"]["dtype"] == "int8"
     assert int8["parity"]["top1_agreement"] >= 0.95
@@ -164,9 +166,10 @@ def test_int8_with_float_layers_can_still_take_integer_images(tmp_path):
     full = export_model(model, tmp_path, name="stn_full", to="tflite",
                         quantize="int8", calibration="fashion_mnist",
                         calibration_images=50, parity_images=0,
-                        float_layers="none")
+                        float_layers="none", int8_ranges="minmax")
     int8 = full["tflite"]["int8"]
     assert int8["float_layers"] == []
+    assert int8["ranges"] == "minmax" and int8["ranges_narrowed"] == 0
     # Only ops whose calibrated range was empty may stay float.
     assert int8["full_integer"] is (not int8["float_tensors"])
 
@@ -187,6 +190,7 @@ def test_int8_with_float_layers_can_still_take_integer_images(tmp_path):
         ({"calibration_images": 0}, "calibration_images"),
         ({"parity_images": -1}, "parity_images"),
         ({"float_layers": "SpatialTransformer"}, "float_layers"),
+        ({"int8_ranges": "percentile"}, "int8_ranges"),
     ],
 )
 def test_bad_arguments_name_the_argument_and_the_fix(tmp_path, kwargs,
@@ -203,3 +207,7 @@ def test_missing_model_file_and_bad_command_line(tmp_path, capsys):
     assert "`calibration`" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         export_main(["m.keras", "--input-shape", "28,28"])
+    with pytest.raises(SystemExit):
+        export_main(["m.keras", "--int8-ranges", "percentile"])
+    assert export_parser().parse_args(
+        ["m.keras", "--int8-ranges", "minmax"]).int8_ranges == "minmax"

@@ -8,6 +8,10 @@ negative tail, and through `REDUCE_MAX` it became `x'`'s own scale, which
 clipped the features of every CBAM block (top-1 agreement 0.91 on a briefly
 trained CBAM-ResNet-20). `export.tflite.harmonize_ranges` widens each such
 group to the union of its ranges before quantizing.
+
+Before that, `export.tflite.clip_ranges` narrows heavy-tailed ranges to the
+clip with the least int8 round-trip error ("MSE calibration"); its tests
+check that choice against the tensors' actual values.
 """
 
 import keras
@@ -109,8 +113,12 @@ def test_same_scale_groups_share_the_union_of_their_ranges(cbam_graph,
 
 def test_int8_file_clips_no_calibrated_value(cbam_graph, images):
     raw = calibrate(cbam_graph, images)
-    int8, kept = convert_serving(cbam_graph, "int8", images)
-    assert kept == {"float_layers": [], "float_tensors": []}
+    # With the min/max ranges nothing may be clipped (the MSE ranges clip
+    # tails on purpose, see the tests below).
+    int8, kept = convert_serving(cbam_graph, "int8", images,
+                                 ranges="minmax")
+    assert kept == {"float_layers": [], "float_tensors": [],
+                    "int8_sublayers": [], "narrowed": 0}
     assert _clipped(int8, _ranges(raw)) == []
 
     # What the quantizer makes of the raw statistics (TensorFlow 2.21):
@@ -157,3 +165,88 @@ def test_unfolded_batch_norm_with_a_dead_channel_stays_float(images):
     dtypes = {d["name"]: d["dtype"] for d in Interpreter(
         model_content=int8).get_tensor_details()}
     assert all(dtypes[n] == np.float32 for n in flagged), flagged
+
+
+def _round_trip_mse(values, low, high):
+    """int8 quantize-dequantize error of `values` with range [low, high]
+    (asymmetric, 256 steps, zero point rounded), in float64."""
+    values = np.asarray(values, "float64")
+    step = (high - low) / 255.0
+    zero_point = -128 - round(low / step)
+    q = np.clip(np.round(values / step) + zero_point, -128, 127)
+    return float(np.mean(((q - zero_point) * step - values) ** 2))
+
+
+def _all_values(flatbuffer, images):
+    """{tensor index: every value it takes over `images`} of the main
+    subgraph, from the float file itself."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import OpResolverType
+
+    interpreter = Interpreter(
+        model_content=bytes(flatbuffer),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=(
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+    )
+    interpreter.allocate_tensors()
+    feed = interpreter.get_input_details()[0]["index"]
+    values = {}
+    for image in images:
+        interpreter.set_tensor(feed, image[None])
+        interpreter.invoke()
+        for d in interpreter.get_tensor_details():
+            try:
+                v = interpreter.get_tensor(d["index"])
+            except ValueError:
+                continue
+            values.setdefault(d["index"], []).append(v.ravel())
+    return {i: np.concatenate(v) for i, v in values.items()}
+
+
+def test_clipped_ranges_lower_the_round_trip_error(cbam_graph, images):
+    from export.tflite import clip_ranges
+
+    raw = calibrate(cbam_graph, images)
+    before = _ranges(raw)
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(raw))
+    # Every value of every image (no sampling), so the reference below
+    # sees exactly the data the choice was made on.
+    narrowed = clip_ranges(model, images, count=len(images),
+                           values_per_image=10**9)
+    after = _ranges(flatbuffer_utils.convert_object_to_bytearray(model))
+    assert narrowed, "no range narrowed on a BatchNorm/CBAM network"
+    values = _all_values(raw, images)
+    graph = model.subgraphs[0]
+    index = {t.name.decode(): i for i, t in enumerate(graph.tensors)}
+    for name, fraction in narrowed.items():
+        low, high = before[name]
+        low, high = min(low, 0.0), max(high, 0.0)
+        assert after[name] == pytest.approx((low * fraction,
+                                             high * fraction))
+        v = values[index[name]]
+        # The narrowed range loses less to int8 than the min/max one.
+        assert _round_trip_mse(v, *after[name]) < _round_trip_mse(
+            v, low, high), name
+    # Kept: the image input's [0, 1], the outputs, and what feeds a
+    # sigmoid or softmax (a clipped logit moves the gate or the winner).
+    kept = [graph.tensors[i].name.decode()
+            for i in [*graph.inputs, *graph.outputs]]
+    for op in graph.operators:
+        if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) in (
+                "LOGISTIC", "SOFTMAX"):
+            kept += [graph.tensors[i].name.decode() for i in op.inputs]
+    kept = [n for n in kept if n in before]
+    assert len(kept) >= 3  # input, CBAM gates, the classifier's logits
+    for name in kept:
+        assert name not in narrowed and after[name] == before[name], name
+    # Untouched tensors keep their statistics exactly.
+    for name in before.keys() - narrowed.keys():
+        assert after[name] == before[name], name
+
+
+def test_int8_ranges_method_is_recorded_and_validated(cbam_graph, images):
+    _, kept = convert_serving(cbam_graph, "int8", images)
+    assert kept["narrowed"] > 0
+    with pytest.raises(ValueError, match="ranges"):
+        convert_serving(cbam_graph, "int8", images, ranges="percentile")
