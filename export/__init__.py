@@ -250,8 +250,10 @@ def export_model(model, out, name=None, version=None, to="all",
         _fail("float_layers", float_layers,
               "'auto', 'none' or a list of layer class names such as "
               "['SpatialTransformer']")
-    if int8_ranges not in ("mse", "minmax"):
-        _fail("int8_ranges", int8_ranges, "'mse' or 'minmax'")
+    from export.tflite import RANGE_METHODS
+
+    if int8_ranges not in RANGE_METHODS:
+        _fail("int8_ranges", int8_ranges, f"one of {list(RANGE_METHODS)}")
     import keras
     import tensorflow as tf
 
