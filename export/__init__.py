@@ -34,7 +34,11 @@ by default those of the spatial samplers and attention-softmax layers,
 which int8 cannot resolve (`--float-layers`); always those whose calibrated
 range is empty, which would crash LiteRT's XNNPACK delegate; and unfolded
 BatchNorms whose per-channel factors one int8 scale cannot hold. The
-manifest lists them (`float_layers`, `float_tensors`, `full_integer`).
+manifest lists them (`float_layers`, `int8_sublayers`, `float_tensors`,
+`full_integer`). Its activation ranges are the calibrated min/max narrowed
+to the clip with the least int8 rounding error (`int8_ranges="mse"`,
+`export.tflite.clip_ranges`; `"minmax"` keeps them), then widened to a
+common range where int8 needs one scale (`harmonize_ranges`).
 
 Importing this package is cheap (no TensorFlow); `export_model` imports
 TensorFlow when called.
