@@ -126,6 +126,23 @@ def _interpreter(flatbuffer, num_threads=1):
     return interpreter
 
 
+def inspecting_interpreter(flatbuffer):
+    """An allocated interpreter for `flatbuffer` whose every intermediate
+    tensor stays readable after `invoke` (reference kernels, no delegate),
+    for comparing a file's tensors one by one."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import OpResolverType
+
+    interpreter = Interpreter(
+        model_content=bytes(flatbuffer),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=(
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+    )
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 def run_tflite(flatbuffer, inputs, num_threads=1):
     """Run a flatbuffer made by `convert` on a list of float32 arrays and
     return its outputs as a list in `model.outputs` order."""
@@ -365,8 +382,6 @@ def clip_ranges(calibrated, representative, count=32,
     Returns:
         `{tensor name: fraction}` for the ranges narrowed.
     """
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_litert.interpreter import OpResolverType
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = _model_object(calibrated)
@@ -379,16 +394,9 @@ def clip_ranges(calibrated, representative, count=32,
             fixed.update(op.inputs)
     candidates = [i for i, t in enumerate(tensors)
                   if _ranged(t) and i not in fixed]
-    # Run the calibrated float file itself, so tensor indices match; the
-    # reference kernels keep every intermediate tensor readable.
-    interpreter = Interpreter(
-        model_content=bytes(flatbuffer_utils.convert_object_to_bytearray(
-            model)),
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=(
-            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
-    )
-    interpreter.allocate_tensors()
+    # Run the calibrated float file itself, so tensor indices match.
+    interpreter = inspecting_interpreter(
+        flatbuffer_utils.convert_object_to_bytearray(model))
     feed = interpreter.get_input_details()[0]
     size = max(int(feed["shape"][0]), 1)  # a static batch, or 1
     images = np.asarray(representative, "float32")[:max(count, size)]

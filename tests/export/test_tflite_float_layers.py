@@ -27,6 +27,7 @@ from export.tflite import FLOAT_LAYERS
 from export.tflite import bypass_round_trips
 from export.tflite import calibrate
 from export.tflite import convert_serving
+from export.tflite import inspecting_interpreter
 from export.tflite import island_tensors
 from export.tflite import op_names
 from keras_attn import models
@@ -71,16 +72,7 @@ def _round_trips(flatbuffer):
 def _tensors(flatbuffer, images, name_end):
     """Every float32 tensor whose name ends with `name_end`, over `images`:
     {name: (N, ...) values}."""
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_litert.interpreter import OpResolverType
-
-    interpreter = Interpreter(
-        model_content=bytes(flatbuffer),
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=(
-            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
-    )
-    interpreter.allocate_tensors()
+    interpreter = inspecting_interpreter(flatbuffer)
     feed = interpreter.get_input_details()[0]["index"]
     wanted = [d for d in interpreter.get_tensor_details()
               if d["name"].endswith(name_end) and d["dtype"] == np.float32]

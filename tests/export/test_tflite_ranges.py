@@ -25,6 +25,7 @@ from export.tflite import SAME_SCALE_OPS
 from export.tflite import calibrate
 from export.tflite import convert_serving
 from export.tflite import harmonize_ranges
+from export.tflite import inspecting_interpreter
 from keras_attn.layers import CBAM
 
 pytestmark = pytest.mark.tf_only
@@ -180,16 +181,7 @@ def _round_trip_mse(values, low, high):
 def _all_values(flatbuffer, images):
     """{tensor index: every value it takes over `images`} of the main
     subgraph, from the float file itself."""
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_litert.interpreter import OpResolverType
-
-    interpreter = Interpreter(
-        model_content=bytes(flatbuffer),
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=(
-            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
-    )
-    interpreter.allocate_tensors()
+    interpreter = inspecting_interpreter(flatbuffer)
     feed = interpreter.get_input_details()[0]["index"]
     values = {}
     for image in images:
