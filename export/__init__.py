@@ -40,6 +40,10 @@ to the clip with the least int8 rounding error (`int8_ranges="mse"`,
 `export.tflite.clip_ranges`; `"minmax"` keeps them), then widened to a
 common range where int8 needs one scale (`harmonize_ranges`).
 
+Each file's parity with the Keras model is measured on held-out images
+and held to a bar (`export.parity`): the manifest records the figures, the
+bar and any shortfall.
+
 Importing this package is cheap (no TensorFlow); `export_model` imports
 TensorFlow when called.
 """
@@ -146,19 +150,12 @@ def _check(to, quantize, io_type, calibration, version, name,
     return quantize
 
 
-def _parity(reference, got):
-    figures = {}
-    for key, want in reference.items():
-        have = got[key]
-        if key == "classes":
-            figures["top1_agreement"] = float(
-                (have.astype("int64") == want).mean()
-            )
-        else:
-            diff = abs(have.astype("float64") - want)
-            figures[f"{key}_max_abs_diff"] = float(diff.max())
-            figures[f"{key}_mean_abs_diff"] = float(diff.mean())
-    return figures
+def _add_parity(entry, kind, reference, got):
+    from export import parity
+
+    entry["parity"] = parity.figures(reference, got)
+    entry["parity_bar"] = parity.bar(kind, entry["parity"])
+    entry["parity_shortfalls"] = parity.shortfalls(kind, entry["parity"])
 
 
 def _parity_images(parity_images, calibration, input_shape):
@@ -354,10 +351,9 @@ def export_model(model, out, name=None, version=None, to="all",
         entry = {"path": str(version), "signatures": signatures,
                  "bytes": _dir_bytes(version_dir)}
         if images is not None:
-            entry["parity"] = _parity(
-                reference, run_batched(tf.saved_model.load(version_dir)
-                                       .signatures["serving_default"], images)
-            )
+            _add_parity(entry, "saved_model", reference, run_batched(
+                tf.saved_model.load(version_dir)
+                .signatures["serving_default"], images))
         manifest["saved_model"] = entry
         written["saved_model"] = os.path.abspath(version_dir)
 
@@ -400,7 +396,7 @@ def export_model(model, out, name=None, version=None, to="all",
                 entry["full_integer"] = not (kept_float["float_layers"]
                                              or kept_float["float_tensors"])
             if images is not None:
-                entry["parity"] = _parity(reference, runner.predict(images))
+                _add_parity(entry, tag, reference, runner.predict(images))
             manifest["tflite"][tag] = entry
             written["tflite"][tag] = os.path.abspath(path)
     # The same document beside each export.

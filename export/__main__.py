@@ -3,7 +3,9 @@
 Writes the TF Serving SavedModel and/or the TFLite files of a `.keras`
 model (see `export` for the layout), prints where they went and how close
 each export is to the Keras model, and exits 2 with the argument's fix on
-bad input.
+bad input. A file that misses its parity bar (`export.parity`) gets a
+warning on stderr; with `--strict-parity` the command then exits 3 (the
+files are written all the same, for inspection).
 
     python -m export runs/cbam_resnet_fashion_mnist/model.keras --to all \\
         --out exports --quantize none,dynamic,int8 --calibration fashion_mnist
@@ -76,6 +78,9 @@ def parser():
                    help="int8: activation ranges narrowed to the least "
                         "rounding error (mse, default) or the calibrated "
                         "min/max")
+    p.add_argument("--strict-parity", action="store_true",
+                   help="exit with status 3 when an export misses its "
+                        "parity bar (export.parity)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUT/NAME/VERSION")
     return p
@@ -97,8 +102,37 @@ def summary(manifest):
     return "\n".join(lines)
 
 
+# What to try instead when a file misses its bar.
+_ADVICE = {
+    "int8": "try the dynamic or float16 file",
+    "dynamic": "try the float16 file",
+    "float16": "try the float32 file",
+}
+
+
+def parity_warnings(manifest):
+    """One line per export that misses its parity bar."""
+    entries = [("saved_model", manifest.get("saved_model"))] + [
+        (f"tflite {tag}", entry)
+        for tag, entry in manifest.get("tflite", {}).items()]
+    lines = []
+    for label, entry in entries:
+        missed = (entry or {}).get("parity_shortfalls")
+        if missed:
+            advice = _ADVICE.get(label.split()[-1])
+            lines.append(
+                f"python -m export: warning: {label} misses its parity bar "
+                f"({'; '.join(missed)})" + (f": {advice}" if advice else ""))
+    return lines
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.strict_parity and args.parity_images == 0:
+        print("python -m export: error: --strict-parity needs parity "
+              "figures; pass --parity-images N with N > 0",
+              file=sys.stderr)
+        return 2
     try:
         manifest = export_model(
             args.model, args.out, name=args.name, version=args.version,
@@ -117,7 +151,10 @@ def main(argv=None):
         print(f"python -m export: error: {error}", file=sys.stderr)
         return 2
     print(summary(manifest))
-    return 0
+    missed = parity_warnings(manifest)
+    for line in missed:
+        print(line, file=sys.stderr)
+    return 3 if missed and args.strict_parity else 0
 
 
 if __name__ == "__main__":

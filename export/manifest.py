@@ -13,7 +13,8 @@ the Keras model:
 - `outputs`: `{name: {shape, dtype}}`; `class_names` (and where they came
   from); `attention_maps` (the stacked maps' names, kinds and sizes before
   resizing; `skipped` non-spatial maps) or, for RAM, `locations`.
-- `saved_model`: `path`, `signatures`, `bytes`, `parity`.
+- `saved_model`: `path`, `signatures`, `bytes`, `parity` (and its bar,
+  below).
 - `tflite`: per quantization tag (`float32`, `dynamic`, `float16`,
   `int8`): `path`, `bytes`, `quantization`, `io_type`, tensor details and
   `parity`; for `int8`, `float_layers` (layers whose ops stayed float32),
@@ -28,7 +29,10 @@ the Keras model:
 Parity figures: `max_abs_diff` and `mean_abs_diff` per float output
 against the Keras model
 (its probabilities, and attention maps computed from its layers' maps),
-and `top1_agreement` of `classes` with the Keras model's.
+and `top1_agreement` of `classes` with the Keras model's. Beside each
+`parity`: `parity_bar`, the bar that kind of file is held to
+(`{figure: [comparison, bound]}`, `export.parity.BARS`), and
+`parity_shortfalls`, the figures that miss it (empty when it is met).
 """
 
 from __future__ import annotations

@@ -38,9 +38,9 @@ def se_resnet():
     """SE-ResNet-20 trained briefly (test accuracy about 0.75): every op
     quantizes to int8, and its predictions are decided enough for top-1
     agreement to mean something."""
-    from tests.export.test_export import _trained
+    from tests.export.tiny_models import trained
 
-    return _trained("se_resnet")
+    return trained("se_resnet")
 
 
 def _run_folder(tmp_path, model):

@@ -1,6 +1,8 @@
 """The tiny 28x28x1, 10-class models that the export tests and
 `benchmarks/export.py` export: every builder of `keras_attn.models` (and
-RAM), small enough to train and convert in seconds."""
+RAM), small enough to train and convert in seconds; `trained` trains one
+briefly on real images, as the quantized-parity tests and
+`benchmarks/quantization.py` do."""
 
 import keras
 
@@ -39,4 +41,50 @@ def build(name):
     model = RecurrentAttentionModel(10, num_glimpses=2, glimpse_size=8,
                                     num_scales=2)
     model.build((None, *SHAPE))
+    return model
+
+
+def train_images(count=2048):
+    """The first `count` Fashion-MNIST train images, float32 in [0, 1],
+    and their labels."""
+    from keras_attn.data.fashion_mnist import load_fashion_mnist
+
+    images, labels = load_fashion_mnist("train")
+    return images[:count, ..., None].astype("float32") / 255.0, labels[:count]
+
+
+def reestimate_batch_norm(model, images, batch_size=64):
+    """Set every BatchNorm's moving statistics to their average over the
+    batches of `images` (precise BN). After 64 steps at momentum 0.99 they
+    are still mostly their initial values, and some of these models then
+    predict one class for every image in inference mode: top-1 agreement
+    with such a model is vacuous."""
+    layers = [layer for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    for i, start in enumerate(range(0, len(images), batch_size)):
+        for layer in layers:
+            layer.momentum = i / (i + 1)  # a running mean of the batches
+        model(images[start:start + batch_size], training=True)
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+
+
+def trained(name, epochs=2, count=2048):
+    """`name` trained for `epochs` epochs on `count` real images, then its
+    BatchNorm statistics re-estimated. The default (2 epochs, 2,048
+    images, what the export tests use) is long enough that predictions are
+    not coin flips, which would make top-1 agreement meaningless (test
+    accuracy 0.4-0.8)."""
+    model = build(name)
+    images, labels = train_images(count)
+    if name == "ram":
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss="sparse_categorical_crossentropy")
+    model.fit(images, labels, batch_size=64, epochs=epochs, verbose=0)
+    reestimate_batch_norm(model, images[:1024])
     return model
