@@ -108,12 +108,18 @@ def test_every_builder_exports_like_keras(name, tmp_path):
     _check_fresh_process(model, name, manifest, tmp_path)
 
 
-# Briefly trained models whose quantized files meet the bar: full-integer
-# int8 files (SE-, CBAM-ResNet) and float islands (`FLOAT_LAYERS`: STN's
-# sampler, AA's attention, RAM's sensor, plus RAM's empty-range tensors).
-# Measured and below 98 % int8 agreement, in README ("Export"): LTPA,
-# Attention-56, AA-WRN, SASA.
-QUANTIZED = ["se_resnet", "cbam_resnet", "aa_resnet", "stn", "ram"]
+# Trained models whose quantized files meet the bar: full-integer int8
+# files (SE-, CBAM-ResNet) and float islands (`FLOAT_LAYERS`: STN's
+# sampler, AA's and LTPA's attention, RAM's sensor, plus RAM's empty-range
+# tensors). Measured and below 98 % int8 agreement, in README ("Export"):
+# Attention-56, AA-WRN (at the edge), SASA.
+QUANTIZED = ["se_resnet", "cbam_resnet", "aa_resnet", "stn", "ram",
+             "ltpa_pc_concat", "ltpa_dp_indep"]
+# (epochs, training images); others: 2 epochs on 2,048. Briefly trained
+# (test accuracy 0.64-0.71), LTPA's int8 agreement sits at 0.979-0.981;
+# trained this long (0.84-0.87) it is 0.987-0.996 over three seeds
+# (`benchmarks/results/quantization_4x12000.json` for seed 0).
+TRAINING = {"ltpa_pc_concat": (4, 12000), "ltpa_dp_indep": (4, 12000)}
 # int8 top-1 agreement each must reach: the 98 % bar, except RAM, measured
 # at 0.974-0.99 across runs. Its check still covers the mixed int8 path
 # (float sensor, float empty-range tensors) but does not claim the bar.
@@ -136,7 +142,7 @@ def _float_layer_names(model):
 
 @pytest.mark.parametrize("name", QUANTIZED)
 def test_quantized_exports_agree_with_the_float_model(name, tmp_path):
-    model = trained(name)
+    model = trained(name, *TRAINING.get(name, (2, 2048)))
     manifest = export_model(
         model, tmp_path, name=name, to="tflite",
         quantize="none,dynamic,int8", calibration="fashion_mnist",
