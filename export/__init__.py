@@ -42,7 +42,8 @@ common range where int8 needs one scale (`harmonize_ranges`).
 
 Each file's parity with the Keras model is measured on held-out images
 and held to a bar (`export.parity`): the manifest records the figures, the
-bar and any shortfall.
+bar and any shortfall, and a file that misses it raises a
+`export.parity.ParityWarning`.
 
 Importing this package is cheap (no TensorFlow); `export_model` imports
 TensorFlow when called.
@@ -151,11 +152,20 @@ def _check(to, quantize, io_type, calibration, version, name,
 
 
 def _add_parity(entry, kind, reference, got):
+    import warnings
+
     from export import parity
 
     entry["parity"] = parity.figures(reference, got)
     entry["parity_bar"] = parity.bar(kind, entry["parity"])
     entry["parity_shortfalls"] = parity.shortfalls(kind, entry["parity"])
+    if entry["parity_shortfalls"]:
+        label = kind if kind == "saved_model" else f"tflite {kind}"
+        # Points at the caller of export_model.
+        warnings.warn(
+            f"export_model: {label} misses its parity bar "
+            f"({'; '.join(entry['parity_shortfalls'])})",
+            parity.ParityWarning, stacklevel=3)
 
 
 def _parity_images(parity_images, calibration, input_shape):

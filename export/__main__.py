@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from export import TARGETS
 from export import export_model
+from export.parity import ParityWarning
 
 
 def _input_shape(text):
@@ -134,19 +136,22 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     try:
-        manifest = export_model(
-            args.model, args.out, name=args.name, version=args.version,
-            to=args.to, quantize=args.quantize, io_type=args.io_type,
-            calibration=args.calibration,
-            calibration_images=args.calibration_images,
-            parity_images=args.parity_images, class_names=args.class_names,
-            dataset=args.dataset, input_shape=args.input_shape,
-            outputs=args.outputs, overwrite=args.overwrite,
-            int8_ranges=args.int8_ranges,
-            float_layers=(args.float_layers
-                          if args.float_layers in ("auto", "none")
-                          else args.float_layers.split(",")),
-        )
+        # parity_warnings() reports shortfalls below, with advice.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ParityWarning)
+            manifest = export_model(
+                args.model, args.out, name=args.name, version=args.version,
+                to=args.to, quantize=args.quantize, io_type=args.io_type,
+                calibration=args.calibration,
+                calibration_images=args.calibration_images,
+                parity_images=args.parity_images, class_names=args.class_names,
+                dataset=args.dataset, input_shape=args.input_shape,
+                outputs=args.outputs, overwrite=args.overwrite,
+                int8_ranges=args.int8_ranges,
+                float_layers=(args.float_layers
+                              if args.float_layers in ("auto", "none")
+                              else args.float_layers.split(",")),
+            )
     except ValueError as error:
         print(f"python -m export: error: {error}", file=sys.stderr)
         return 2

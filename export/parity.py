@@ -19,8 +19,9 @@ is held to (`BARS`, keyed by file: `saved_model` or a TFLite tag):
     # ['top1_agreement 0.95 < 0.98']
 
 `export_model` records the bar and whether it is met in the manifest
-(`parity_bar`, `parity_shortfalls`); `python -m export` warns about each
-shortfall and, with `--strict-parity`, exits with status 3.
+(`parity_bar`, `parity_shortfalls`) and warns (`ParityWarning`) about each
+file that misses it; `python -m export` prints the same warning and, with
+`--strict-parity`, exits with status 3.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ BARS = {
     "int8": {"top1_agreement": (">=", 0.98)},
 }
 _COMPARE = {"<=": operator.le, ">=": operator.ge}
+
+
+class ParityWarning(UserWarning):
+    """An exported file misses its parity bar (see `shortfalls`)."""
 _FAILED = {"<=": ">", ">=": "<"}
 
 

@@ -2,11 +2,13 @@
 how `python -m export` reports a file that misses it."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
+from export import export_model
 from export import parity
 from export.__main__ import main as export_main
 from keras_attn import models
@@ -81,7 +83,12 @@ def test_command_line_warns_and_strict_parity_fails(tmp_path, capsys,
     # turns the report into status 3; the files are written either way.
     monkeypatch.setitem(parity.BARS, "float32",
                         {"*_max_abs_diff": ("<=", -1.0)})
-    assert export_main(common) == 0
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert export_main(common) == 0
+    # Said once, by the command, not again as a ParityWarning.
+    assert not [w for w in record
+                if issubclass(w.category, parity.ParityWarning)]
     err = capsys.readouterr().err
     assert ("python -m export: warning: tflite float32 misses its parity "
             "bar (probabilities_max_abs_diff") in err, err
@@ -105,3 +112,20 @@ def test_strict_parity_needs_parity_images(tmp_path, capsys):
                         "--out", str(tmp_path / "x")]) == 2
     assert "--strict-parity needs parity figures" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.tf_only
+def test_export_model_warns_where_the_caller_called(tmp_path, monkeypatch):
+    keras.utils.set_random_seed(0)
+    model = models.resnet((28, 28, 1), 10, 20, attention="se")
+    monkeypatch.setitem(parity.BARS, "saved_model",
+                        {"*_max_abs_diff": ("<=", -1.0)})
+    with pytest.warns(parity.ParityWarning) as record:
+        manifest = export_model(model, tmp_path, name="se", to="all",
+                                quantize="none", parity_images=20)
+    # Only the SavedModel misses its (impossible) bar.
+    assert [str(w.message) for w in record] == [
+        "export_model: saved_model misses its parity bar ("
+        + manifest["saved_model"]["parity_shortfalls"][0] + ")"]
+    assert record[0].filename == __file__
+    assert manifest["tflite"]["float32"]["parity_shortfalls"] == []
