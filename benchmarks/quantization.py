@@ -47,6 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from export import export_model  # noqa: E402
+from export import parity  # noqa: E402
 from export.calibration import load_images  # noqa: E402
 from keras_attn.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from tests.export import tiny_models  # noqa: E402
@@ -58,11 +59,19 @@ def _probabilities(predict, images):
     return keras.ops.convert_to_numpy(predict.predict(images, verbose=0))
 
 
+def _gaps(figures):
+    """Top-1 agreement and probability gaps from `export.parity` figures."""
+    return {"top1_agreement": figures["top1_agreement"],
+            "max_gap": figures["probabilities_max_abs_diff"],
+            "mean_gap": figures["probabilities_mean_abs_diff"]}
+
+
 def _compare(want, have):
-    gap = np.abs(have.astype("float64") - want)
-    return {"top1_agreement": float(np.mean(have.argmax(-1)
-                                            == want.argmax(-1))),
-            "max_gap": float(gap.max()), "mean_gap": float(gap.mean())}
+    """`_gaps` of probabilities `have` against `want`, measured as the
+    manifest measures a file."""
+    return _gaps(parity.figures(
+        {"probabilities": want, "classes": want.argmax(-1)},
+        {"probabilities": have, "classes": have.argmax(-1)}))
 
 
 def weight_only_int8(model, predict, images, reference):
@@ -109,12 +118,9 @@ def measure(name, epochs, train_images, images, labels):
                 calibration="fashion_mnist", calibration_images=200,
                 parity_images=images, int8_ranges=ranges)
             for tag, entry in manifest["tflite"].items():
-                figures = entry["parity"]
                 key = f"int8_{ranges}" if tag == "int8" else tag
                 row["files"][key] = {
-                    "top1_agreement": figures["top1_agreement"],
-                    "max_gap": figures["probabilities_max_abs_diff"],
-                    "mean_gap": figures["probabilities_mean_abs_diff"],
+                    **_gaps(entry["parity"]),
                     "shortfalls": entry["parity_shortfalls"],
                     "bytes": entry["bytes"],
                 }

@@ -160,11 +160,10 @@ def _add_parity(entry, kind, reference, got):
     entry["parity_bar"] = parity.bar(kind, entry["parity"])
     entry["parity_shortfalls"] = parity.shortfalls(kind, entry["parity"])
     if entry["parity_shortfalls"]:
-        label = kind if kind == "saved_model" else f"tflite {kind}"
         # Points at the caller of export_model.
         warnings.warn(
-            f"export_model: {label} misses its parity bar "
-            f"({'; '.join(entry['parity_shortfalls'])})",
+            "export_model: " + parity.describe(kind,
+                                               entry["parity_shortfalls"]),
             parity.ParityWarning, stacklevel=3)
 
 

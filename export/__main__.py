@@ -21,6 +21,7 @@ import warnings
 from export import TARGETS
 from export import export_model
 from export.parity import ParityWarning
+from export.parity import describe
 
 
 def _input_shape(text):
@@ -114,17 +115,16 @@ _ADVICE = {
 
 def parity_warnings(manifest):
     """One line per export that misses its parity bar."""
-    entries = [("saved_model", manifest.get("saved_model"))] + [
-        (f"tflite {tag}", entry)
-        for tag, entry in manifest.get("tflite", {}).items()]
+    entries = [("saved_model", manifest.get("saved_model"))] + list(
+        manifest.get("tflite", {}).items())
     lines = []
-    for label, entry in entries:
+    for kind, entry in entries:
         missed = (entry or {}).get("parity_shortfalls")
         if missed:
-            advice = _ADVICE.get(label.split()[-1])
-            lines.append(
-                f"python -m export: warning: {label} misses its parity bar "
-                f"({'; '.join(missed)})" + (f": {advice}" if advice else ""))
+            advice = _ADVICE.get(kind)
+            lines.append("python -m export: warning: "
+                         + describe(kind, missed)
+                         + (f": {advice}" if advice else ""))
     return lines
 
 

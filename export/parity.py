@@ -96,3 +96,10 @@ def shortfalls(kind, measured):
             missed.append(f"{name} {value:.4g} {_FAILED[comparison]} "
                           f"{bound:g}")
     return missed
+
+
+def describe(kind, missed):
+    """`"<file> misses its parity bar (<shortfalls>)"` for a file of `kind`
+    (a `BARS` key) and its `shortfalls`, as warnings say it."""
+    label = kind if kind == "saved_model" else f"tflite {kind}"
+    return f"{label} misses its parity bar ({'; '.join(missed)})"
