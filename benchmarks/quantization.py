@@ -29,6 +29,9 @@ test images. Per model:
     python -m benchmarks.quantization                      # ~15 min, 2 cores
     python -m benchmarks.quantization --models attention56 --epochs 4 \\
         --train-images 12000
+    python -m benchmarks.quantization --models attention56 --epochs 4 \\
+        --train-images 12000 --width 0.25 \\
+        --out benchmarks/results/quantization_4x12000_attention56_w0.25.json
 
 Writes `benchmarks/results/quantization.json` (override with `--out`).
 """
@@ -53,6 +56,12 @@ from keras_attn.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from tests.export import tiny_models  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# The models whose builder's `width` multiplies every channel count
+# (AA-WRN's `width` is the widening factor k, an integer).
+_WIDENABLE = ("ltpa_pc_concat", "ltpa_dp_indep", "attention56",
+              "sasa_resnet")
 
 
 def _probabilities(predict, images):
@@ -92,8 +101,9 @@ def weight_only_int8(model, predict, images, reference):
             w.assign(value)
 
 
-def measure(name, epochs, train_images, images, labels):
-    model = tiny_models.trained(name, epochs=epochs, count=train_images)
+def measure(name, epochs, train_images, images, labels, **overrides):
+    model = tiny_models.trained(name, epochs=epochs, count=train_images,
+                                **overrides)
     predict = model.inference_model() if name == "ram" else model
     reference = _probabilities(predict, images)
     top2 = np.sort(reference, -1)[:, -2:]
@@ -159,9 +169,19 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train-images", type=int, default=2048)
     p.add_argument("--test-images", type=int, default=1000)
+    p.add_argument("--width", type=float, default=None,
+                   help="channel multiplier instead of the test model's "
+                        "(models whose builder takes `width` only)")
     p.add_argument("--out", default=os.path.join(
         _ROOT, "benchmarks", "results", "quantization.json"))
     args = p.parse_args(argv)
+    overrides = {} if args.width is None else {"width": args.width}
+    if overrides:
+        cannot = [name for name in args.models if name not in _WIDENABLE]
+        if cannot:
+            p.error(f"--width scales the channels of "
+                    f"{', '.join(_WIDENABLE)} only; drop "
+                    f"{', '.join(cannot)} from --models")
     images = load_images("fashion_mnist", "test", args.test_images,
                          tiny_models.SHAPE)[0]
     labels = load_fashion_mnist("test")[1][:args.test_images]
@@ -169,10 +189,11 @@ def main(argv=None):
     for name in args.models:
         start = time.perf_counter()
         results[name] = measure(name, args.epochs, args.train_images,
-                                images, labels)
+                                images, labels, **overrides)
         results[name]["seconds"] = time.perf_counter() - start
         print(name, json.dumps(results[name]), flush=True)
     report = {"epochs": args.epochs, "train_images": args.train_images,
+              **({"width": args.width} if overrides else {}),
               "test_images": args.test_images, "calibration_images": 200,
               "models": results}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -4,38 +4,44 @@ RAM), small enough to train and convert in seconds; `trained` trains one
 briefly on real images, as the quantized-parity tests and
 `benchmarks/quantization.py` do."""
 
+from functools import partial
+
 import keras
 
 from keras_attn import models
 
 SHAPE = (28, 28, 1)
+# Each builder takes keyword overrides of its arguments (`build(name,
+# width=0.25)`), so a benchmark can measure the same model wider.
 BUILDERS = {
-    "se_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="se"),
-    "cbam_resnet": lambda: models.resnet(SHAPE, 10, 20, attention="cbam"),
-    "ltpa_pc_concat": lambda: models.ltpa_vgg(SHAPE, 10, width=0.0625,
-                                              global_dim=32),
-    "ltpa_dp_indep": lambda: models.ltpa_vgg(
-        SHAPE, 10, compatibility="dp", head="indep", width=0.0625,
-        global_dim=32),
-    "attention56": lambda: models.residual_attention_network(
-        SHAPE, 10, width=0.0625),
-    "stn": lambda: models.stn_classifier(SHAPE, 10),
-    "aa_wrn": lambda: models.aa_wide_resnet(
-        SHAPE, 10, depth=10, width=1, num_heads=2, min_key_dims_per_head=2),
-    "aa_resnet": lambda: models.aa_resnet(
-        SHAPE, 10, depth=18, augmented_stages=(3, 4), num_heads=2,
-        min_key_dims_per_head=2),
-    "sasa_resnet": lambda: models.sasa_resnet(
-        SHAPE, 10, width=0.125, kernel_size=3, num_heads=2),
+    "se_resnet": partial(models.resnet, SHAPE, 10, 20, attention="se"),
+    "cbam_resnet": partial(models.resnet, SHAPE, 10, 20, attention="cbam"),
+    "ltpa_pc_concat": partial(models.ltpa_vgg, SHAPE, 10, width=0.0625,
+                              global_dim=32),
+    "ltpa_dp_indep": partial(models.ltpa_vgg, SHAPE, 10, compatibility="dp",
+                             head="indep", width=0.0625, global_dim=32),
+    "attention56": partial(models.residual_attention_network, SHAPE, 10,
+                           width=0.0625),
+    "stn": partial(models.stn_classifier, SHAPE, 10),
+    "aa_wrn": partial(models.aa_wide_resnet, SHAPE, 10, depth=10, width=1,
+                      num_heads=2, min_key_dims_per_head=2),
+    "aa_resnet": partial(models.aa_resnet, SHAPE, 10, depth=18,
+                         augmented_stages=(3, 4), num_heads=2,
+                         min_key_dims_per_head=2),
+    "sasa_resnet": partial(models.sasa_resnet, SHAPE, 10, width=0.125,
+                           kernel_size=3, num_heads=2),
     "ram": None,  # built by `build`
 }
 
 
-def build(name):
-    """The untrained model `name`, seeded (RAM built for 28x28x1)."""
+def build(name, **overrides):
+    """The untrained model `name`, seeded (RAM built for 28x28x1), with
+    `overrides` of its builder's keyword arguments."""
     keras.utils.set_random_seed(0)
     if name != "ram":
-        return BUILDERS[name]()
+        return BUILDERS[name](**overrides)
+    if overrides:
+        raise ValueError(f"build: RAM takes no overrides, got {overrides}")
     from keras_attn.ram import RecurrentAttentionModel
 
     model = RecurrentAttentionModel(10, num_glimpses=2, glimpse_size=8,
@@ -72,13 +78,13 @@ def reestimate_batch_norm(model, images, batch_size=64):
         layer.momentum = momentum
 
 
-def trained(name, epochs=2, count=2048):
+def trained(name, epochs=2, count=2048, **overrides):
     """`name` trained for `epochs` epochs on `count` real images, then its
     BatchNorm statistics re-estimated. The default (2 epochs, 2,048
     images, what the export tests use) is long enough that predictions are
     not coin flips, which would make top-1 agreement meaningless (test
-    accuracy 0.4-0.8)."""
-    model = build(name)
+    accuracy 0.4-0.8). `overrides`: as for `build`."""
+    model = build(name, **overrides)
     images, labels = train_images(count)
     if name == "ram":
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
