@@ -8,6 +8,7 @@ from keras import ops
 from keras_attn.layers import CBAM
 from keras_attn.layers import ChannelAttention
 from keras_attn.layers import SpatialAttention
+from keras_attn.layers import cbam as cbam_module
 from tests import harness
 
 SHAPE = (8, 10, 12)  # (H, W, C); H != W catches transposed maps
@@ -152,6 +153,25 @@ def test_spatial_attention_matches_numpy(kernel_size):
     _close(y, y_ref)
     assert ms.shape == (2, *SHAPE[:2]) and ms.std() > 1e-2
     assert tuple(layer.conv.kernel.shape) == (kernel_size, kernel_size, 2, 1)
+
+
+@pytest.mark.parametrize("size", [(8, 10), (3, 5), (1, 9)])
+@pytest.mark.parametrize("conv_path", ["banded", "conv"])
+@pytest.mark.parametrize("kernel_size", [1, 3, 7])
+def test_spatial_both_conv_paths_match_numpy(monkeypatch, kernel_size,
+                                             conv_path, size):
+    # Static sizes up to `_BANDED_MAX_SIZE` use the matmul form of the conv,
+    # larger ones the conv layer itself; both must be the paper's conv, also
+    # when the kernel is larger than the map (all-padding taps).
+    if conv_path == "conv":
+        monkeypatch.setattr(cbam_module, "_BANDED_MAX_SIZE", 0)
+    shape = (*size, 6)
+    layer = _built(SpatialAttention, shape=shape, kernel_size=kernel_size)
+    x = _x(shape=shape, seed=13)
+    y, ms = harness.to_numpy(layer(x, return_attention=True))
+    y_ref, ms_ref = np_spatial(x, *spatial_weights(layer))
+    _close(ms, ms_ref)
+    _close(y, y_ref)
 
 
 @pytest.mark.parametrize("kernel_size", [1, 7])
