@@ -208,6 +208,39 @@ def test_layer_matches_numpy(relative, strides, heads, shape):
         assert np.abs(w - wrong).max() > 1e-3
 
 
+@pytest.mark.parametrize(
+    ("relative", "strides", "shape"),
+    [(True, 1, SHAPE), (True, 2, (7, 4, 3)), (False, 1, SHAPE)],
+)
+def test_output_without_maps_matches_numpy(relative, strides, shape):
+    # Without `return_attention` the layer takes the hand-differentiated
+    # `attend` path instead of materialising the maps as an output.
+    layer = _built(shape, relative=relative, strides=strides)
+    x = _x(shape, seed=13)
+    y_ref, _ = np_layer(layer, x)
+    _close(ops.convert_to_numpy(layer(x)), y_ref)
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_fast_gradient_matches_autodiff(relative):
+    # `attend` has a hand-written gradient; the `return_attention` path is
+    # plain autodiff of the same function. Same layer, same loss on `y`.
+    layer = _built(relative=relative)
+    inputs = keras.Input(SHAPE)
+    fast = keras.Model(inputs, layer(inputs))
+    reference = keras.Model(inputs, layer(inputs, return_attention=True)[0])
+    x = _x(seed=14)
+    got = harness.gradients(fast, x)
+    want = harness.gradients(reference, x)
+    assert got.keys() == want.keys()
+    assert sum("rel_" in path for path in got) == (2 if relative else 0)
+    for path, g in got.items():
+        scale = max(np.abs(want[path]).max(), 1.0)
+        np.testing.assert_allclose(
+            g, want[path], atol=1e-5 * scale, rtol=0, err_msg=path
+        )
+
+
 def test_relative_false_is_plain_multi_head_attention():
     layer = _built(relative=False)
     assert not any("rel_" in v.path for v in layer.weights)
