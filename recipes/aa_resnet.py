@@ -10,15 +10,20 @@ sized for a CPU.
 
 from recipes import common
 
+JIT, JIT_NOTE = False, None
 
-def main(argv=None):
-    p = common.parser(__doc__.splitlines()[0])
+
+def parse_args(argv=None):
+    p = common.parser(__doc__.splitlines()[0], jit=JIT, jit_note=JIT_NOTE)
     p.add_argument("--depth", type=int, default=10, help="6n+4")
     p.add_argument("--width", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--min-key-dims-per-head", type=int, default=8)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def builder(args):
+    """`build(input_shape, num_classes)` of the model `args` ask for."""
     from keras_attn.models import aa_wide_resnet
 
     def build(input_shape, num_classes):
@@ -28,8 +33,13 @@ def main(argv=None):
             min_key_dims_per_head=args.min_key_dims_per_head,
         )
 
+    return build
+
+
+def main(argv=None):
+    args = parse_args(argv)
     name = "aa_wrn" if args.attention else "aa_wrn_baseline"
-    return common.train(build, args, name)
+    return common.train(builder(args), args, name)
 
 
 if __name__ == "__main__":

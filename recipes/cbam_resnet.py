@@ -11,23 +11,33 @@ TFLite (builtin ops) under `--output-dir/cbam_resnet[_baseline]/`.
 
 from recipes import common
 
+JIT, JIT_NOTE = False, None
 
-def main(argv=None):
-    p = common.parser(__doc__.splitlines()[0])
+
+def parse_args(argv=None):
+    p = common.parser(__doc__.splitlines()[0], jit=JIT, jit_note=JIT_NOTE)
     p.add_argument("--depth", type=int, default=20, help="6n+2: 20, 32, 56")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def builder(args):
+    """`build(input_shape, num_classes)` of the model `args` ask for."""
     from keras_attn.models import resnet
 
     def build(input_shape, num_classes):
         return resnet(input_shape, num_classes, args.depth,
                       attention="cbam" if args.attention else None)
 
+    return build
+
+
+def main(argv=None):
+    args = parse_args(argv)
     name = "cbam_resnet" if args.attention else "cbam_resnet_baseline"
     # The last block's output and its CBAM spatial map (`_2`), 7x7 on 28x28.
     last = "stage3_block3"
     pictures = common.grad_cam_pictures(f"{last}_out", f"{last}_cbam_2")
-    return common.train(build, args, name, pictures=pictures)
+    return common.train(builder(args), args, name, pictures=pictures)
 
 
 if __name__ == "__main__":

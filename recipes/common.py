@@ -57,7 +57,11 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 PICTURE_IMAGES = 8  # fixed: the first test images, the same in every run
 
 
-def parser(description, datasets=DATASETS, **defaults):
+def parser(description, datasets=DATASETS, jit=False, jit_note=None,
+           **defaults):
+    """The recipes' shared flags. `jit` is the recipe's `--jit` default,
+    chosen by measuring training images/s with and without XLA
+    (`python -m benchmarks.models`); `jit_note` says why in `--help`."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--dataset", default=defaults.get("dataset", datasets[0]),
                    choices=datasets)
@@ -72,7 +76,14 @@ def parser(description, datasets=DATASETS, **defaults):
         help="--no-attention trains the baseline of the same backbone",
     )
     p.add_argument("--mixed-precision", action="store_true")
-    p.add_argument("--jit", action="store_true", help="XLA-compile training")
+    p.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=jit,
+        help=f"XLA-compile training (jit_compile; default for this recipe: "
+             f"{'--jit' if jit else '--no-jit'}"
+             + (f", {jit_note}" if jit_note else "") + ")",
+    )
     p.add_argument("--strategy", default="default", choices=STRATEGIES)
     p.add_argument("--devices", type=int, default=None,
                    help="split the CPU into N logical devices (mirrored "
@@ -275,7 +286,7 @@ def compile_classifier(model, args):
     )
 
 
-def _build_training_state(model):
+def build_training_state(model):
     """Create the optimizer's and the metrics' variables now.
 
     Without a distribution strategy, TensorFlow's `fit` leaves them to the
@@ -321,7 +332,7 @@ def train(build_model, args, name, compile_model=compile_classifier,
         model = build_model(input_shape, num_classes)
         compile_model(model, args)
         if compile_model is compile_classifier:
-            _build_training_state(model)
+            build_training_state(model)
 
     if args.strategy == "multiworker":
         from recipes._multiworker import patch_fit
@@ -363,6 +374,9 @@ def train(build_model, args, name, compile_model=compile_classifier,
         "steps_per_epoch": args.steps_per_epoch,
         "batch_size": args.batch_size,
         "strategy": args.strategy,
+        # What Keras kept: it falls back to no XLA for a model with a layer
+        # that does not support it, or under run_eagerly.
+        "jit": bool(model.jit_compile),
         "replicas": (strategy.num_replicas_in_sync if strategy is not None
                      else 1),
         "backend": keras.backend.backend(),

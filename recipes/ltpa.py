@@ -11,14 +11,19 @@ VGG classifying the global feature alone). `--width` scales the VGG widths
 
 from recipes import common
 
+JIT, JIT_NOTE = False, None
 
-def main(argv=None):
-    p = common.parser(__doc__.splitlines()[0])
+
+def parse_args(argv=None):
+    p = common.parser(__doc__.splitlines()[0], jit=JIT, jit_note=JIT_NOTE)
     p.add_argument("--compatibility", default="pc", choices=("pc", "dp"))
     p.add_argument("--head", default="concat", choices=("concat", "indep"))
     p.add_argument("--width", type=float, default=0.25)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def builder(args):
+    """`build(input_shape, num_classes)` of the model `args` ask for."""
     from keras_attn.models import ltpa_vgg
 
     def build(input_shape, num_classes):
@@ -27,9 +32,14 @@ def main(argv=None):
                         attention=args.attention, width=args.width,
                         global_dim=max(64, int(512 * args.width)))
 
+    return build
+
+
+def main(argv=None):
+    args = parse_args(argv)
     name = (f"ltpa_{args.compatibility}_{args.head}" if args.attention
             else "ltpa_baseline")
-    return common.train(build, args, name)
+    return common.train(builder(args), args, name)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,12 @@ def fc_baseline(input_shape, num_classes):
     return keras.Model(inputs, outputs, name="fc_baseline")
 
 
-def main(argv=None):
+JIT, JIT_NOTE = False, None
+
+
+def parse_args(argv=None):
     p = common.parser(__doc__.splitlines()[0], datasets=TASKS,
-                      batch_size=64, epochs=2)
+                      batch_size=64, epochs=2, jit=JIT, jit_note=JIT_NOTE)
     p.add_argument("--glimpses", type=int, default=6)
     p.add_argument("--glimpse-size", type=int, default=8)
     p.add_argument("--scales", type=int, default=1)
@@ -46,16 +49,19 @@ def main(argv=None):
     p.add_argument("--mc-samples", type=int, default=10,
                    help="trajectories averaged by the sampled evaluation")
     args = p.parse_args(argv)
-    if args.mixed_precision or args.jit:
-        p.error("the RAM recipe trains in float32 without XLA")
+    if args.mixed_precision:
+        p.error("the RAM recipe trains in float32")
+    return args
 
-    import keras
 
-    from keras_attn.ram import RecurrentAttentionModel
+def builder(args):
+    """`build(input_shape, num_classes)` of the model `args` ask for."""
 
     def build(input_shape, num_classes):
         if not args.attention:
             return fc_baseline(input_shape, num_classes)
+        from keras_attn.ram import RecurrentAttentionModel
+
         model = RecurrentAttentionModel(
             num_classes, num_glimpses=args.glimpses,
             glimpse_size=args.glimpse_size, num_scales=args.scales,
@@ -65,10 +71,24 @@ def main(argv=None):
         model.build((None, *input_shape))
         return model
 
-    def compile_model(model, args):
-        if not args.attention:
-            return common.compile_classifier(model, args)
-        model.compile(optimizer=keras.optimizers.Adam(args.lr))
+    return build
+
+
+def compile_model(model, args):
+    """The FC baseline is a classifier; RAM carries its own hybrid loss
+    and metrics (`train_step`), so it only needs the optimizer."""
+    if not args.attention:
+        return common.compile_classifier(model, args)
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(args.lr),
+                  jit_compile=args.jit)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    import keras
 
     def policies(model, test):
         if not args.attention:
@@ -94,8 +114,8 @@ def main(argv=None):
     name = (f"ram_{args.dataset}_{args.glimpses}g" if args.attention
             else f"ram_{args.dataset}_fc_baseline")
     return common.train(
-        build, args, name, compile_model=compile_model, pictures=glimpses,
-        extra_metrics=policies,
+        builder(args), args, name, compile_model=compile_model,
+        pictures=glimpses, extra_metrics=policies,
     )
 
 

@@ -10,15 +10,20 @@ network is `--width 1`).
 
 from recipes import common
 
+JIT, JIT_NOTE = False, None
 
-def main(argv=None):
-    p = common.parser(__doc__.splitlines()[0])
+
+def parse_args(argv=None):
+    p = common.parser(__doc__.splitlines()[0], jit=JIT, jit_note=JIT_NOTE)
     p.add_argument("--depth", type=int, default=56, choices=(56, 92))
     p.add_argument("--mask", default="mixed",
                    choices=("mixed", "channel", "spatial"))
     p.add_argument("--width", type=float, default=0.125)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def builder(args):
+    """`build(input_shape, num_classes)` of the model `args` ask for."""
     from keras_attn.models import residual_attention_network
 
     def build(input_shape, num_classes):
@@ -28,9 +33,14 @@ def main(argv=None):
             width=args.width,
         )
 
+    return build
+
+
+def main(argv=None):
+    args = parse_args(argv)
     name = (f"attention{args.depth}_{args.mask}" if args.attention
             else f"attention{args.depth}_baseline")
-    return common.train(build, args, name)
+    return common.train(builder(args), args, name)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,21 @@ channel counts (the paper's network is `--width 1`).
 
 from recipes import common
 
+JIT, JIT_NOTE = False, None
 
-def main(argv=None):
-    p = common.parser(__doc__.splitlines()[0])
+
+def parse_args(argv=None):
+    p = common.parser(__doc__.splitlines()[0], jit=JIT, jit_note=JIT_NOTE)
     p.add_argument("--depth", type=int, default=26, choices=(26, 50))
     p.add_argument("--stem", default="conv", choices=("conv", "attention"))
     p.add_argument("--kernel-size", type=int, default=7)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--width", type=float, default=0.25)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def builder(args):
+    """`build(input_shape, num_classes)` of the model `args` ask for."""
     from keras_attn.models import sasa_resnet
 
     def build(input_shape, num_classes):
@@ -30,8 +35,13 @@ def main(argv=None):
             num_heads=args.heads, width=args.width,
         )
 
+    return build
+
+
+def main(argv=None):
+    args = parse_args(argv)
     name = "sasa_resnet" if args.attention else "sasa_resnet_baseline"
-    return common.train(build, args, name)
+    return common.train(builder(args), args, name)
 
 
 if __name__ == "__main__":

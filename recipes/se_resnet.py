@@ -8,13 +8,18 @@ branch (`--no-attention`: the same ResNet without it).
 
 from recipes import common
 
+JIT, JIT_NOTE = False, None
 
-def main(argv=None):
-    p = common.parser(__doc__.splitlines()[0])
+
+def parse_args(argv=None):
+    p = common.parser(__doc__.splitlines()[0], jit=JIT, jit_note=JIT_NOTE)
     p.add_argument("--depth", type=int, default=20, help="6n+2: 20, 32, 56")
     p.add_argument("--reduction", type=int, default=16)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def builder(args):
+    """`build(input_shape, num_classes)` of the model `args` ask for."""
     from keras_attn.models import resnet
 
     def build(input_shape, num_classes):
@@ -22,8 +27,13 @@ def main(argv=None):
                       attention="se" if args.attention else None,
                       attention_kwargs={"reduction": args.reduction})
 
+    return build
+
+
+def main(argv=None):
+    args = parse_args(argv)
     name = "se_resnet" if args.attention else "se_resnet_baseline"
-    return common.train(build, args, name)
+    return common.train(builder(args), args, name)
 
 
 if __name__ == "__main__":

@@ -29,18 +29,29 @@ def _warped_pictures(model, images, labels, out):
     return [path]
 
 
-def main(argv=None):
-    p = common.parser(__doc__.splitlines()[0])
-    args = p.parse_args(argv)
+JIT, JIT_NOTE = False, None
 
+
+def parse_args(argv=None):
+    p = common.parser(__doc__.splitlines()[0], jit=JIT, jit_note=JIT_NOTE)
+    return p.parse_args(argv)
+
+
+def builder(args):
+    """`build(input_shape, num_classes)` of the model `args` ask for."""
     from keras_attn.models import stn_classifier
 
     def build(input_shape, num_classes):
         return stn_classifier(input_shape, num_classes,
                               transformer=args.attention)
 
+    return build
+
+
+def main(argv=None):
+    args = parse_args(argv)
     name = "stn" if args.attention else "stn_baseline"
-    return common.train(build, args, name, pictures=_warped_pictures)
+    return common.train(builder(args), args, name, pictures=_warped_pictures)
 
 
 if __name__ == "__main__":
