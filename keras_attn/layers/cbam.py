@@ -22,16 +22,16 @@ Pooling and sigmoids run in float32 under mixed precision.
 
 Speed. The spatial branch's `kernel_size` conv has two input channels and one
 output channel, a shape TensorFlow's CPU conv kernels serve badly: at
-`(32, 32, 32, 64)` that one conv cost more than the whole rest of CBAM
-(about 14 ms forward and 42 ms forward+backward of CBAM's 26 / 104 ms), and
-depthwise or per-channel convs are no better. When the spatial size is known
-when the layer is traced and at most `_BANDED_MAX_SIZE`, the conv is
-computed instead as two matrix products with the same kernel and bias (see
-`_banded_conv`): a banded `(2W, kW)` matrix built from the kernel applies
-every horizontal tap, a constant 0/1 `(H, kH)` matrix shifts and sums the
-`k` rows. That spends `O(W + H)` multiply-adds per pixel instead of `2k^2`,
-but a dense matmul runs far closer to the CPU's peak than the conv does:
-about 3 / 8 ms instead of 14 / 42 ms at the size above. Larger or unknown
+`(32, 32, 32, 64)` on 2 CPU threads that one conv took about 14 of CBAM's
+26 ms forward and 42 of its 104 ms forward+backward, and depthwise or
+per-channel convs were slower still. When the spatial size is known when the
+layer is traced and at most `_BANDED_MAX_SIZE`, the conv is computed instead
+as two matrix products with the same kernel and bias (see `_banded_conv`): a
+banded `(2W, kW)` matrix built from the kernel applies every horizontal
+tap, a constant 0/1 `(H, kH)` matrix shifts and sums the `k` rows. That
+spends `O(W + H)` multiply-adds per pixel instead of `2k^2`, but a dense
+matmul runs far closer to the CPU's peak than this conv does: about 3 / 8 ms
+instead of 14 / 42 ms at the size above (XLA gains too). Larger or unknown
 spatial sizes keep the conv. The channel MLP runs once on the stacked
 `[avg; max]` descriptors instead of twice. Same weights, same names and
 shapes, same function up to float rounding.
