@@ -21,26 +21,31 @@ from the paper and the popular PyTorch port (leaderj1001), stated plainly:
   the port scales them).
 - With `strides=2`, 2x2 average pooling ("valid", odd sizes are floored)
   follows the attention, as the paper describes.
-- No neighbourhood tensor is built. The unfold of the popular ports (and
-  of `keras.ops.image.extract_patches`) copies keys and values `k * k`
-  times, `2 k^2 C` floats per pixel. Without `return_attention`, the layer
-  runs a loop (`keras.ops.fori_loop`) over the `k * k` window offsets with
-  an online softmax (running maximum, denominator and weighted sum, as in
-  memory-efficient attention): each step reads one shifted slice of the
-  zero-padded keys and values, and the state is `C + 2 * num_heads` floats
-  per pixel. With `return_attention=True` the `num_heads * k^2` weights per
-  pixel are returned, so the loop is unrolled and keeps the logits.
-  `benchmarks/layers.py --suite sasa` measures both against an unfold. The
-  backward pass keeps each step's slices, so training memory stays close
-  to the unfold's; the saving is at inference.
-- Every op (PAD, SLICE, MUL, SUM, SOFTMAX, WHILE) is a TFLite builtin.
-- The relative term `q . r` is one matmul of `q` with the `k * k`
-  embeddings, since `r` depends on the offset only.
+- Computed as blocked matrix products (HaloNet's layout, Vaswani et al.,
+  CVPR 2021, made exact): the zero-padded image is cut into `b x b` query
+  blocks; each block's queries attend, in one batched matmul, to the
+  `(b + k - 1)^2` keys and values of the block's halo, and a mask keeps for
+  every query exactly its own `k x k` window (and drops out-of-image
+  neighbours). The relative term `q . r` is one small matmul of the queries
+  with the `k` row and `k` column embeddings, moved to halo coordinates by
+  a pad/reshape skew (the `rel_to_abs` trick of Bello et al.) whose padding
+  value is the mask. Nothing is looped over, so the layer compiles under
+  XLA (`jit_compile=True`) and JAX `jit`, and every op (PAD, RESHAPE,
+  SLICE, CONCATENATION, TRANSPOSE, BATCH_MATMUL, ADD, SOFTMAX, GATHER for
+  the returned weights) is a TFLite builtin. The halo holds
+  `((b + k - 1) / b)^2` copies of the keys and values (3x at `b=8, k=7`)
+  where an unfold holds `k^2` (49x); the logits are `(b + k - 1)^2 / k^2`
+  times the window's (4x), the price of dense matmuls. `block_size`
+  (default `DEFAULT_BLOCK_SIZE`, chosen by `python -m benchmarks.layers
+  --suite sasa_blocks`) trades the two; blocks are clipped to the image
+  size.
 - Logits, softmax and the weighted sum of values run in float32 under mixed
   precision; the 1x1 projections run in the compute dtype.
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import numpy as np
@@ -48,34 +53,50 @@ from keras import ops
 
 from keras_attn.layers import _utils
 
-# Added to the logits of neighbours outside the image. Far below any finite
-# float32 logit the layer can produce, yet finite so that no `inf - inf`
-# appears; the masked weights are then zeroed exactly (see `call`).
+# Added to the logits of neighbours outside the window or the image. Far
+# below any finite float32 logit the layer can produce, yet finite, so that
+# no `inf - inf` appears: a masked weight is `exp(-1e30 - max)`, exactly 0.
 _MASK_LOGIT = -1e30
 
-
-def _one_hot_window_kernel(kernel_size, channels):
-    """Depthwise kernel `(k, k, C, k*k)` copying neighbour `(a, b)` of every
-    channel into output channel `c * k*k + a*k + b`."""
-    window = kernel_size * kernel_size
-    kernel = np.zeros((kernel_size, kernel_size, channels, window), "float32")
-    for a in range(kernel_size):
-        for b in range(kernel_size):
-            kernel[a, b, :, a * kernel_size + b] = 1.0
-    return kernel
+# Query block side `b`, measured on 2 CPU cores at 2x56x56x64, k=7, 8 heads
+# (`python -m benchmarks.layers --suite sasa_blocks`).
+DEFAULT_BLOCK_SIZE = 8
 
 
-def gather_neighbours(x, kernel, kernel_size):
-    """`(B, H, W, C)` -> `(B*H*W, C, k*k)` zero-padded neighbourhoods.
+def _skew(x, fill):
+    """`(M, n, k)` -> `(M, n, n + k - 1)` with `out[m, i, i + a] = x[m, i, a]`
+    and `fill` elsewhere: window offsets to halo coordinates.
 
-    A depthwise conv with a one-hot `_one_hot_window_kernel` converts to a
-    builtin TFLite DEPTHWISE_CONV_2D and needs a `C*k^4` constant, far less
-    than `extract_patches`' `(k^2 C)^2`.
+    Padding every row to `n + k` and re-reading the flat buffer with rows of
+    `n + k - 1` shifts row `i` right by `i` (the `rel_to_abs` trick).
     """
-    window = kernel_size * kernel_size
-    kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
-    patches = ops.depthwise_conv(x, kernel, 1, padding="same")
-    return ops.reshape(patches, (-1, ops.shape(x)[-1], window))
+    shape = ops.shape(x)
+    rows, n, k = shape[0], shape[1], shape[2]
+    x = ops.pad(x, [[0, 0], [0, 0], [0, n]], constant_values=fill)
+    x = ops.slice(ops.reshape(x, (rows, n * (n + k))), (0, 0),
+                  (rows, n * (n + k - 1)))
+    return ops.reshape(x, (rows, n, n + k - 1))
+
+
+def _halo(x, block, blocks, halo):
+    """`(R, (blocks + m - 1) * block, C')` -> `(R, blocks, halo, C')`: the
+    `halo` consecutive rows starting at every multiple of `block`.
+
+    Overlapping windows without a gather: `m` shifted views of the
+    non-overlapping blocks, the last one cut short, are concatenated.
+    """
+    shape = ops.shape(x)
+    chunks = 1 + math.ceil((halo - block) / block)
+    x = ops.reshape(x, (shape[0], blocks + chunks - 1, block, shape[2]))
+    # `ops.slice`, not `x[...]`: its gradient is one PAD, where TF's
+    # StridedSliceGrad fills and scatters (measured 40 % of a training
+    # step before this change).
+    views = [
+        ops.slice(x, (0, s, 0, 0), (shape[0], blocks,
+                                    min(block, halo - s * block), shape[2]))
+        for s in range(chunks)
+    ]
+    return views[0] if chunks == 1 else ops.concatenate(views, axis=2)
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -103,6 +124,10 @@ class LocalSelfAttention2D(keras.layers.Layer):
             attention. Defaults to `1`.
         relative: whether to add the relative position embeddings to the
             keys. Defaults to `True`.
+        block_size: `None` or integer >= 1, the side `b` of the query blocks
+            the computation is cut into (clipped to the image). It changes
+            speed and memory, not the result. `None` (default) uses
+            `DEFAULT_BLOCK_SIZE`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -134,6 +159,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
         num_heads=8,
         strides=1,
         relative=True,
+        block_size=None,
         **kwargs,
     ):
         name = "LocalSelfAttention2D"
@@ -143,6 +169,8 @@ class LocalSelfAttention2D(keras.layers.Layer):
         _utils.check_positive_int(name, "strides", strides)
         _utils.check_choice(name, "strides", strides, (1, 2))
         _utils.check_bool(name, "relative", relative)
+        if block_size is not None:
+            _utils.check_positive_int(name, "block_size", block_size)
         if filters % num_heads:
             _utils.fail(
                 name,
@@ -164,6 +192,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
         self.num_heads = num_heads
         self.strides = strides
         self.relative = relative
+        self.block_size = block_size
 
     def build(self, input_shape):
         channels = _utils.check_image_shape(self, input_shape)
@@ -193,136 +222,175 @@ class LocalSelfAttention2D(keras.layers.Layer):
             )
 
     def _relative_embeddings(self):
-        """`(num_heads, d, k*k)` float32: `r[n]` for `n = a*k + b` is
-        `concat(rel_rows[a], rel_cols[b])`, split into heads."""
+        """`(num_heads, d, 2k)` float32: row embeddings `[..., :k]` and
+        column embeddings `[..., k:]`, each zero outside its half of the
+        channels, so `q . r_{(a, b)} = (q @ E)[a] + (q @ E)[k + b]` per
+        head. Zero without relative embeddings."""
+        k, heads = self.kernel_size, self.num_heads
+        depth = self.filters // heads
+        if not self.relative:
+            return ops.zeros((heads, depth, 2 * k), "float32")
+        zeros = ops.zeros((k, self.filters // 2), "float32")
+        rows = ops.concatenate(
+            [ops.cast(self.rel_rows, "float32"), zeros], axis=-1
+        )
+        cols = ops.concatenate(
+            [zeros, ops.cast(self.rel_cols, "float32")], axis=-1
+        )
+        table = ops.concatenate([rows, cols], axis=0)  # (2k, filters)
+        table = ops.reshape(table, (2 * k, heads, depth))
+        return ops.transpose(table, (1, 2, 0))
+
+    def _blocks(self, size, static_size):
+        """Block side and block count along an axis of `size` pixels."""
+        block = self.block_size or DEFAULT_BLOCK_SIZE
+        if static_size is not None:
+            block = min(block, static_size)
+        return block, (size + block - 1) // block
+
+    def _window_bias(self, size, block, blocks):
+        """`(1, blocks, 1, block * k)` float32: 0 where offset `a` of the
+        query at position `i` of block `n` lands inside the image
+        (`0 <= n*block + i + a - k//2 < size`), `_MASK_LOGIT` elsewhere.
+        Index arithmetic only, no data."""
         k = self.kernel_size
-        rows = ops.repeat(ops.cast(self.rel_rows, "float32"), k, axis=0)
-        cols = ops.tile(ops.cast(self.rel_cols, "float32"), (k, 1))
-        rel = ops.concatenate([rows, cols], axis=-1)  # (k*k, filters)
-        depth = self.filters // self.num_heads
-        rel = ops.reshape(rel, (k * k, self.num_heads, depth))
-        return ops.transpose(rel, (1, 2, 0))  # (heads, d, k*k)
+        n = ops.arange(blocks, dtype="int32")[:, None, None]
+        i = ops.arange(block, dtype="int32")[None, :, None]
+        a = ops.arange(k, dtype="int32")[None, None, :]
+        pos = n * block + i + a - k // 2
+        inside = ops.logical_and(pos >= 0, pos < size)
+        bias = ops.where(inside, 0.0, _MASK_LOGIT)
+        return ops.reshape(ops.cast(bias, "float32"),
+                           (1, blocks, 1, block * k))
 
-    def _valid(self, height, width):
-        """`(H, W, k*k)` float32, 1 where neighbour `n` of a pixel lies
-        inside the image. Built from index arithmetic, not from data."""
-        k = self.kernel_size
-        offsets = ops.arange(k, dtype="int32") - k // 2
+    def _project(self, inputs):
+        """q, k and v in one batched matmul, heads first:
+        `(3 * heads, B*H*W, d)` float32.
 
-        def inside(size):
-            pos = ops.arange(size, dtype="int32")[:, None] + offsets[None]
-            return ops.cast(
-                ops.logical_and(pos >= 0, pos < size), "float32"
-            )  # (size, k)
-
-        rows = inside(height)[:, None, :, None]  # (H, 1, k, 1)
-        cols = inside(width)[None, :, None, :]  # (1, W, 1, k)
-        return ops.reshape(rows * cols, (height, width, k * k))
+        Head-major from the start, so that blocking and halos move whole
+        rows and the big tensors are never transposed to split heads.
+        """
+        heads, depth = self.num_heads, self.filters // self.num_heads
+        shape = ops.shape(inputs)
+        kernels = ops.concatenate(
+            [self.query.kernel, self.key.kernel, self.value.kernel], axis=-1
+        )  # (1, 1, C, 3F)
+        kernels = ops.cast(ops.reshape(kernels, (shape[-1], -1)),
+                           self.compute_dtype)
+        x = ops.reshape(ops.cast(inputs, self.compute_dtype), (-1, shape[-1]))
+        qkv = ops.reshape(ops.matmul(x, kernels), (-1, 3 * heads, depth))
+        return ops.transpose(ops.cast(qkv, "float32"), (1, 0, 2))
 
     def call(self, inputs, return_attention=False):
         heads = self.num_heads
         depth = self.filters // heads
         k = self.kernel_size
-        half = k // 2
         shape = ops.shape(inputs)
         batch, height, width = shape[0], shape[1], shape[2]
-        split = (batch, height, width, heads, depth)
-        pad = [[0, 0], [half, half], [half, half], [0, 0]]
+        bh, rows = self._blocks(height, inputs.shape[1])
+        bw, cols = self._blocks(width, inputs.shape[2])
+        hh, hw = bh + k - 1, bw + k - 1  # halo sides
+        groups = heads * batch  # every (head, image) pair is independent
+        n_blocks = groups * rows * cols
+        queries, keys = bh * bw, hh * hw
 
-        q = ops.reshape(ops.cast(self.query(inputs), "float32"), split)
-        keys = ops.pad(ops.cast(self.key(inputs), "float32"), pad)
-        values = ops.pad(ops.cast(self.value(inputs), "float32"), pad)
-        rel = None
-        if self.relative:
-            # q . r per offset: (P, heads, 1, d) @ (heads, d, k*k). Rank 4,
-            # which TFLite converts to BATCH_MATMUL (rank 6 it does not).
-            rel = ops.matmul(
-                ops.reshape(q, (-1, heads, 1, depth)),
-                self._relative_embeddings(),
-            )
-            rel = ops.reshape(rel, (batch, height, width, heads, k * k))
-        valid = self._valid(height, width)[None, :, :, None, :]
+        # Split along a static axis of 3: sizes stay known with any batch.
+        qkv = ops.reshape(self._project(inputs),
+                          (3, groups, height, width, depth))
+        q, kv = ops.split(qkv, [1], axis=0)
+        kv = ops.reshape(kv, (2 * groups, height, width, depth))
+        q = ops.reshape(q, (groups, height, width, depth))
 
-        if return_attention:
-            outputs, weights = self._unrolled(q, keys, values, rel, valid)
-        else:
-            outputs, weights = self._streamed(q, keys, values, rel, valid)
-        outputs = ops.reshape(outputs, (batch, height, width, self.filters))
-        outputs = ops.cast(outputs, self.compute_dtype)
+        # Queries: (G, rows*bh, cols*bw, d) -> (G*rows*cols, bh*bw, d).
+        q = ops.pad(q, [[0, 0], [0, rows * bh - height],
+                        [0, cols * bw - width], [0, 0]])
+        q = ops.reshape(q, (groups * rows, bh, cols, bw * depth))
+        q = ops.transpose(q, (0, 2, 1, 3))
+        q = ops.reshape(q, (n_blocks, queries, depth))
+
+        # Keys and values together: the halo of every block.
+        chunks_h = 1 + math.ceil((k - 1) / bh)
+        chunks_w = 1 + math.ceil((k - 1) / bw)
+        padded_w = (cols + chunks_w - 1) * bw
+        kv = ops.pad(kv, [
+            [0, 0],
+            [k // 2, (rows + chunks_h - 1) * bh - height - k // 2],
+            [k // 2, padded_w - width - k // 2],
+            [0, 0],
+        ])
+        # Columns first, while the rows are not yet duplicated: the column
+        # halo moves short runs of `bw * d` floats, the row halo whole rows.
+        kv = ops.reshape(kv, (-1, padded_w, depth))
+        kv = _halo(kv, bw, cols, hw)  # (2G H', cols, hw, d)
+        kv = ops.reshape(kv, (2 * groups, -1, cols * hw * depth))
+        kv = _halo(kv, bh, rows, hh)  # (2G, rows, hh, cols hw d)
+        kv = ops.reshape(kv, (2 * groups * rows, hh, cols, hw, depth))
+        kv = ops.transpose(kv, (0, 2, 1, 3, 4))
+        kv = ops.reshape(kv, (2, n_blocks, keys, depth))
+        keys_, values = (ops.reshape(t, (n_blocks, keys, depth))
+                         for t in ops.split(kv, 2, axis=0))
+
+        # q . r for the k row and k column offsets, masked where the window
+        # leaves the image, then skewed into halo coordinates; the skew's
+        # padding masks the halo positions outside each query's window.
+        rel = ops.matmul(
+            ops.reshape(q, (heads, -1, queries, depth)),
+            self._relative_embeddings()[:, None],
+        )  # (heads, B*rows*cols, Q, 2k)
+        rel = ops.reshape(rel, (groups * rows, cols, bh, bw, 2 * k))
+        rel_rows, rel_cols = ops.split(rel, 2, axis=-1)
+        rel_rows = ops.transpose(rel_rows, (0, 1, 3, 2, 4))
+        rel_rows = ops.reshape(rel_rows, (groups, rows, -1, bh * k))
+        rel_rows = rel_rows + self._window_bias(height, bh, rows)
+        rel_rows = _skew(ops.reshape(rel_rows, (-1, bh, k)), _MASK_LOGIT)
+        rel_rows = ops.reshape(rel_rows, (groups * rows, cols, bw, bh, hh))
+        rel_rows = ops.transpose(rel_rows, (0, 1, 3, 2, 4))
+        rel_rows = ops.reshape(rel_rows, (-1, hh, 1))
+        rel_cols = ops.reshape(rel_cols, (groups * rows, cols, bh, bw * k))
+        rel_cols = rel_cols + self._window_bias(width, bw, cols)
+        rel_cols = _skew(ops.reshape(rel_cols, (-1, bw, k)), _MASK_LOGIT)
+        rel_cols = ops.reshape(rel_cols, (-1, 1, hw))
+
+        # A transpose of the last two axes folds into the matmul (TF's
+        # grappler sets adj_y; XLA's dot_general takes any layout).
+        logits = ops.matmul(q, ops.transpose(keys_, (0, 2, 1)))  # (n, Q, K)
+        logits = ops.reshape(logits, (-1, hh, hw)) + rel_rows + rel_cols
+        logits = ops.reshape(logits, (n_blocks, queries, keys))
+        # Every query inside the image sees its own pixel, so the maximum is
+        # a real logit and masked weights underflow to exactly 0. Queries in
+        # the bottom/right padding may see nothing; they are cut off below.
+        weights = ops.softmax(logits, axis=-1)
+        outputs = ops.matmul(weights, values)  # (G*rows*cols, Q, d)
+
+        def unblock(t, channels):
+            """`(G*rows*cols, bh*bw, c)` -> `(B, H, W, heads * c)`."""
+            t = ops.reshape(t, (groups * rows, cols, bh, bw * channels))
+            t = ops.transpose(t, (0, 2, 1, 3))
+            t = ops.reshape(t, (heads, batch, rows * bh, cols * bw,
+                                channels))
+            t = ops.slice(t, (0, 0, 0, 0, 0),
+                          (heads, batch, height, width, channels))
+            t = ops.reshape(t, (heads, -1, channels))
+            t = ops.transpose(t, (1, 0, 2))
+            return ops.reshape(t, (batch, height, width, heads * channels))
+
+        outputs = ops.cast(unblock(outputs, depth), self.compute_dtype)
         if self.strides == 2:
             outputs = ops.average_pool(outputs, 2, 2, padding="valid")
-        if return_attention:
-            return outputs, weights
-        return outputs
-
-    def _unrolled(self, q, keys, values, rel, valid):
-        """All `k*k` logits at once: returns the weights too."""
-        k = self.kernel_size
-        shape = ops.shape(q)
-
-        def shifted(padded, a, b):
-            # Neighbour at offset (a - k//2, b - k//2) of every pixel.
-            window = padded[:, a:, b:, :][:, : shape[1], : shape[2], :]
-            return ops.reshape(window, shape)
-
-        logits = ops.stack(
-            [
-                ops.sum(q * shifted(keys, a, b), axis=-1)
-                for a in range(k)
-                for b in range(k)
-            ],
-            axis=-1,
-        )  # (B, H, W, heads, k*k)
-        if rel is not None:
-            logits = logits + rel
-        logits = ops.where(valid > 0.5, logits, _MASK_LOGIT)
-        # The centre is always valid, so the max is a real logit and the
-        # masked terms underflow; multiplying by `valid` makes them exactly 0
-        # even if every real logit were below _MASK_LOGIT.
-        weights = ops.softmax(logits, axis=-1) * valid
-        outputs = None
-        for a in range(k):
-            for b in range(k):
-                n = a * k + b
-                term = weights[..., n : n + 1] * shifted(values, a, b)
-                outputs = term if outputs is None else outputs + term
-        return outputs, weights
-
-    def _streamed(self, q, keys, values, rel, valid):
-        """Online softmax over the `k*k` offsets, one offset per step."""
-        k = self.kernel_size
-        shape = ops.shape(q)  # (B, H, W, heads, d)
-        size = (shape[0], shape[1], shape[2], ops.shape(keys)[-1])
-
-        def shifted(padded, n):
-            start = (0, n // k, n % k, 0)
-            return ops.reshape(ops.slice(padded, start, size), shape)
-
-        def step(n, state):
-            running_max, denominator, total = state
-            logit = ops.sum(q * shifted(keys, n), axis=-1)  # (B,H,W,heads)
-            if rel is not None:
-                logit = logit + ops.take(rel, n, axis=-1)
-            inside = ops.take(valid, n, axis=-1)  # (1, H, W, 1)
-            logit = ops.where(inside > 0.5, logit, _MASK_LOGIT)
-            new_max = ops.maximum(running_max, logit)
-            rescale = ops.exp(running_max - new_max)
-            # `* inside`: an outside neighbour adds exactly 0, even while
-            # the running maximum is still _MASK_LOGIT.
-            weight = ops.exp(logit - new_max) * inside
-            denominator = denominator * rescale + weight
-            total = (total * rescale[..., None]
-                     + weight[..., None] * shifted(values, n))
-            return new_max, denominator, total
-
-        state = (
-            ops.full(shape[:4], _MASK_LOGIT, "float32"),
-            ops.zeros(shape[:4], "float32"),
-            ops.zeros(shape, "float32"),
+        if not return_attention:
+            return outputs
+        # Each query's k*k window out of its halo row: one gather with
+        # constant indices `(i + a) * hw + (j + b)` in query `(i, j)`'s row.
+        i, j, a, b = np.meshgrid(np.arange(bh), np.arange(bw), np.arange(k),
+                                 np.arange(k), indexing="ij")
+        index = (i * bw + j) * keys + (i + a) * hw + (j + b)
+        weights = ops.reshape(weights, (n_blocks, queries * keys))
+        weights = ops.take(weights, index.reshape(-1).astype("int32"),
+                           axis=1)
+        weights = unblock(weights, k * k)
+        return outputs, ops.reshape(
+            weights, (batch, height, width, heads, k * k)
         )
-        _, denominator, total = ops.fori_loop(0, k * k, step, state)
-        # The centre is always inside, so the denominator is >= its weight.
-        return total / denominator[..., None], None
 
     def compute_output_shape(self, input_shape):
         batch, height, width = tuple(input_shape)[:3]
@@ -352,6 +420,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
                 "num_heads": self.num_heads,
                 "strides": self.strides,
                 "relative": self.relative,
+                "block_size": self.block_size,
             }
         )
         return config
