@@ -36,6 +36,39 @@ the popular ports, on purpose:
 - `key_depth` / `value_depth` accept an int (channels) or a float (a
   fraction of `filters`, as titu1994's `depth_k=0.2`), resolved with
   `round`.
+- Speed: without `return_attention` the attention runs through `attend`, the
+  same forward ops with a hand-written gradient (`keras.ops.custom_gradient`,
+  all three backends). On CPU every `(HW)^2` tensor is memory-bound and the
+  per-head depths are tiny (5 and 4 channels here), so cost is set by how
+  often the `(B, Nh, HW, HW)` tensors are written and how they are read. An
+  op-level TensorFlow profile of forward+backward (2x32x32x64, dk=40, dv=32,
+  Nh=8) showed autodiff spending most of it in the gradient w.r.t. `v`
+  (`P^T g`, a batched matmul reading the `(HW, HW)` operand transposed: 860
+  of 2450 op-ms) and `k` (`dS^T q`, 240 op-ms), in negating the full-size
+  gradient of the `- (-S_H)` term (130) and in the three-op softmax gradient
+  (230). `attend` reads both as `(g^T P)^T` and `(q^T dS)^T`, folds
+  `rowsum(dP * P) = g . out` into one extra column of the `dP = g v^T`
+  matmul (so `dS = P * dP'` is the only full-size write after `dP`) and
+  reduces the relative-logit gradients directly. Forward values are
+  unchanged (the ops are the same); the maps for `return_attention=True` go
+  through plain autodiff. Measured on a shared 2-core CPU (minimum of 15
+  alternated calls, ratio to `Conv2D(64, 3, padding="same")` on the same
+  input; the machine was heavily loaded, so only the ratios in one process
+  mean anything): plain `tf.function` forward+backward 1347 -> 896 ms
+  (113x -> 75x), forward unchanged (~80-90x; it was 37x on an idle
+  machine: the conv is compute-bound, the attention bandwidth-bound, so the
+  ratio grows with load); under `jit_compile=True` both are slower (f+b
+  ~1700 ms, ~95x: XLA's CPU dot emitter handles these skinny batched
+  matmuls worse than Eigen), so plain `tf.function` is the layer's best
+  setting on TensorFlow; JAX `jit(value_and_grad)` f+b 1431 -> 1041 ms
+  (50x -> 36x of JAX's own, slower, conv). Peak memory of forward+backward
+  falls too (`python -m benchmarks.layers --suite aa_memory --quick`,
+  16x16 grid: 6.0 -> 3.9 MiB relative, 5.9 -> 3.9 MiB plain). The floor
+  is the forward: the `q k^T`, two broadcast adds, softmax and `P v` each
+  make a full pass over `B Nh (HW)^2` floats. Reproduce with a script
+  that times the layer and the conv alternately in `tf.function`, or
+  profile per op with `RunOptions(trace_level=FULL_TRACE)` on the concrete
+  function's graph.
 """
 
 from __future__ import annotations
