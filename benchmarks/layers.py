@@ -25,6 +25,11 @@ Further suites (`--suite`, default `all`; each prints a Markdown table):
   `(2, 56, 56, 64)` against `NaiveLocalSelfAttention` (the same math on
   unfolded `(B, H, W, k*k*C)` keys and values): peak memory and time,
   forward and forward+backward.
+- `speed`: `benchmarks/layer_speed.py`: SASA, the attention stem, AA and
+  CBAM against a 3x3 conv under TensorFlow (plain and XLA), JAX `jit` and,
+  when importable, timm's counterparts.
+- `sasa_blocks`: `LocalSelfAttention2D` at each block size for k = 3, 5, 7
+  (where its `DEFAULT_BLOCK_SIZE` comes from).
 - `sampler`: images/s of `affine_grid` + `bilinear_sample` against
   `keras.ops.image.map_coordinates` (order 1), 32 60x60x1 images to 28x28.
 
@@ -61,6 +66,7 @@ from keras import ops  # noqa: E402
 tf.get_logger().setLevel("ERROR")  # the FLOPs profiler's v1 deprecations
 
 from benchmarks import _memory  # noqa: E402
+from benchmarks import layer_speed  # noqa: E402
 from keras_attn import layers  # noqa: E402
 from keras_attn import ops as ops_lib  # noqa: E402
 
@@ -607,7 +613,8 @@ def run_layers(args):
 
 
 SUITES = {"layers": run_layers, "aa_memory": run_aa_memory,
-          "sasa": run_sasa, "sampler": run_sampler}
+          "sasa": run_sasa, "sampler": run_sampler,
+          "speed": layer_speed.run, "sasa_blocks": layer_speed.run_blocks}
 
 
 def main(argv=None):

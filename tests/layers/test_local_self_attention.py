@@ -112,13 +112,56 @@ def test_matches_numpy_reference(options):
     x = _x()
     y, w = harness.to_numpy(layer(x, return_attention=True))
     y_ref, w_ref = np_sasa(layer, x)
-    # Without maps the layer streams over the offsets (online softmax).
     _close(harness.to_numpy(layer(x))[0], y_ref)
     _close(y, y_ref)
     _close(w, w_ref)
     assert y.shape == y_ref.shape and y.std() > 1e-2
     ks = layer.kernel_size
     assert w.shape == (2, *SHAPE[:2], layer.num_heads, ks * ks)
+
+
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [
+        # Blocks that do not divide the image, halos of 2 and 3 blocks
+        # (k - 1 > block), one-pixel blocks, blocks larger than the image.
+        ((7, 5, 4), {"kernel_size": 3, "block_size": 2}),
+        ((7, 5, 4), {"kernel_size": 5, "block_size": 2, "strides": 2}),
+        ((9, 6, 4), {"kernel_size": 7, "block_size": 3, "num_heads": 4}),
+        ((5, 8, 4), {"kernel_size": 5, "block_size": 1}),
+        ((6, 9, 4), {"kernel_size": 3, "block_size": 4, "relative": False}),
+        ((3, 4, 4), {"kernel_size": 7, "block_size": 8}),
+        ((11, 10, 4), {"kernel_size": 5, "block_size": 4, "strides": 2}),
+    ],
+)
+def test_every_block_size_matches_numpy_reference(shape, options):
+    layer = _built(shape=shape, **options)
+    x = _x(shape=shape, seed=20)
+    y, w = harness.to_numpy(layer(x, return_attention=True))
+    y_ref, w_ref = np_sasa(layer, x)
+    _close(y, y_ref)
+    _close(w, w_ref)
+    _close(harness.to_numpy(layer(x))[0], y_ref)
+    assert w.shape == (2, *shape[:2], layer.num_heads,
+                       layer.kernel_size**2)
+
+
+def test_gradients_do_not_depend_on_block_size():
+    # Different block sizes move data through different halos; the
+    # backward pass of every one must be the same function's.
+    grads = []
+    for block in (1, 2, 5):
+        inputs = keras.Input((7, 6, 4))
+        layer = LocalSelfAttention2D(FILTERS, 5, num_heads=2,
+                                     block_size=block, name="sasa")
+        model = keras.Model(inputs, layer(inputs))
+        harness.randomize_weights(model, seed=21)
+        grads.append(harness.gradients(model, _x(shape=(7, 6, 4), seed=22)))
+    assert len(grads[0]) == 5
+    for other in grads[1:]:
+        assert sorted(other) == sorted(grads[0])
+        for path, grad in other.items():
+            _close(grad, grads[0][path], atol=1e-4)
 
 
 def test_logits_are_summed_over_head_channels_not_per_channel():
@@ -278,6 +321,7 @@ def test_mixed_precision_matches_float32():
             12, kernel_size=5, num_heads=3, strides=2, relative=True
         ),
         LocalSelfAttention2D(9, kernel_size=1, num_heads=3, relative=False),
+        LocalSelfAttention2D(8, kernel_size=3, num_heads=2, block_size=3),
     ],
 )
 def test_config_roundtrip(layer):
@@ -288,16 +332,18 @@ def test_config_roundtrip(layer):
         "num_heads",
         "strides",
         "relative",
+        "block_size",
     }
 
 
-def _model(shape=SHAPE, seed=0, maps=True):
-    """Two stacked layers; `maps=False` takes the streamed path (no
-    attention weights), `maps=True` the unrolled one."""
+def _model(shape=SHAPE, seed=0, maps=True, block_size=None):
+    """Two stacked layers, with (`maps=True`) or without their attention
+    weights as outputs."""
     inputs = keras.Input(shape)
-    first = LocalSelfAttention2D(FILTERS, 3, num_heads=2, name="sasa1")
+    first = LocalSelfAttention2D(FILTERS, 3, num_heads=2, name="sasa1",
+                                 block_size=block_size)
     second = LocalSelfAttention2D(FILTERS, 3, num_heads=4, strides=2,
-                                  name="sasa2")
+                                  name="sasa2", block_size=block_size)
     if maps:
         x, w1 = first(inputs, return_attention=True)
         y, w2 = second(x, return_attention=True)
@@ -324,32 +370,51 @@ def test_gradients_reach_all_weights(maps):
     harness.assert_gradients_reach_all_weights(model, _x(seed=11))
 
 
-def test_streamed_and_unrolled_gradients_agree():
-    streamed, unrolled = _model(seed=16, maps=False), _model(seed=16)
-    x = _x(seed=17)
-    g_s = harness.gradients(streamed, x)
-    g_u = harness.gradients(
-        keras.Model(unrolled.inputs, unrolled.outputs[0]), x
+def test_trains_under_jit_compile():
+    # XLA on TensorFlow, jax.jit on JAX (torch's jit_compile is
+    # torch.compile, which Keras runs as plain eager here).
+    model = keras.Sequential([
+        keras.Input((9, 7, 4)),
+        LocalSelfAttention2D(FILTERS, 5, num_heads=2, block_size=2),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3),
+    ])
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=harness.BACKEND != "torch",
     )
-    assert sorted(g_s) == sorted(g_u) and len(g_s) == 10
-    for path, grad in g_s.items():
-        _close(grad, g_u[path], atol=1e-4)
+    x = _x(shape=(9, 7, 4), seed=23, batch=8)
+    y = np.arange(8) % 3
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    changed = [np.abs(a - b).max() > 0
+               for a, b in zip(before, model.get_weights(), strict=True)]
+    assert all(changed)
 
 
 @pytest.mark.tf_only
 @pytest.mark.parametrize("maps", [True, False])
-def test_jit_matches_eager(maps):
-    harness.assert_jit_matches_eager(_model(maps=maps), _x(seed=12))
+@pytest.mark.parametrize("block_size", [None, 2])
+def test_jit_matches_eager(maps, block_size):
+    harness.assert_jit_matches_eager(
+        _model(maps=maps, block_size=block_size), _x(seed=12))
 
 
 @pytest.mark.tf_only
 @pytest.mark.parametrize("maps", [True, False])
-def test_tflite_builtins_match(maps):
-    harness.assert_tflite_matches(_model(maps=maps), _x(seed=13))
+@pytest.mark.parametrize("block_size", [None, 2])
+def test_tflite_builtins_match(maps, block_size):
+    harness.assert_tflite_matches(
+        _model(maps=maps, block_size=block_size), _x(seed=13))
 
 
-def test_variable_spatial_size():
-    layer = LocalSelfAttention2D(FILTERS, 3, num_heads=2)
+@pytest.mark.parametrize("block_size", [None, 3])
+def test_variable_spatial_size(block_size):
+    layer = LocalSelfAttention2D(FILTERS, 3, num_heads=2,
+                                 block_size=block_size)
     model = harness.wrap(layer, (None, None, SHAPE[-1]),
                          return_attention=True)
     harness.randomize_weights(model, seed=14)
@@ -380,6 +445,8 @@ def test_variable_spatial_size():
         ({"filters": 8, "strides": True}, "`strides`"),
         ({"filters": 8, "strides": 1.0}, "`strides`"),
         ({"filters": 8, "relative": 1}, "`relative`"),
+        ({"filters": 8, "block_size": 0}, "`block_size`"),
+        ({"filters": 8, "block_size": 2.0}, "`block_size`"),
     ],
 )
 def test_bad_arguments(kwargs, match):
