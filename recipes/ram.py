@@ -35,7 +35,12 @@ def fc_baseline(input_shape, num_classes):
     return keras.Model(inputs, outputs, name="fc_baseline")
 
 
-JIT, JIT_NOTE = False, None
+# Measured, not assumed: see benchmarks/results/models.json.
+JIT = True
+JIT_NOTE = (
+    "959 vs 510 training images/s with and without XLA (python -m "
+    "benchmarks.models --quick --only ram, 2-core CPU)"
+)
 
 
 def parse_args(argv=None):

@@ -193,8 +193,8 @@ def test_ram_recipe_reports_every_policy_and_exports(tmp_path):
     from recipes import ram
 
     metrics = ram.main(
-        [*QUICK[:-1], "--dataset", "centered28", "--glimpses", "2",
-         "--mc-samples", "2", "--output-dir", str(tmp_path)]
+        [*QUICK[:-1], "--no-jit", "--dataset", "centered28", "--glimpses",
+         "2", "--mc-samples", "2", "--output-dir", str(tmp_path)]
     )
     policies = metrics["test_accuracy_by_policy"]
     assert sorted(policies) == ["mean", "random", "sample"]
