@@ -33,9 +33,10 @@ from the paper and the popular PyTorch port (leaderj1001), stated plainly:
   XLA (`jit_compile=True`) and JAX `jit`, and every op (PAD, RESHAPE,
   SLICE, CONCATENATION, TRANSPOSE, BATCH_MATMUL, ADD, SOFTMAX, GATHER for
   the returned weights) is a TFLite builtin. The halo holds
-  `((b + k - 1) / b)^2` copies of the keys and values (3x at `b=8, k=7`)
-  where an unfold holds `k^2` (49x); the logits are `(b + k - 1)^2 / k^2`
-  times the window's (4x), the price of dense matmuls. `block_size`
+  `((b + k - 1) / b)^2` copies of the keys and values (6.25x at `b=4,
+  k=7`) where an unfold holds `k^2` (49x); the logits are
+  `(b + k - 1)^2 / k^2` times the window's (2x), the price of dense
+  matmuls. `block_size`
   (default `DEFAULT_BLOCK_SIZE`, chosen by `python -m benchmarks.layers
   --suite sasa_blocks`) trades the two; blocks are clipped to the image
   size.
@@ -58,9 +59,10 @@ from keras_attn.layers import _utils
 # no `inf - inf` appears: a masked weight is `exp(-1e30 - max)`, exactly 0.
 _MASK_LOGIT = -1e30
 
-# Query block side `b`, measured on 2 CPU cores at 2x56x56x64, k=7, 8 heads
+# Query block side `b`: the fastest of 3, 4, 6, 8 for k=7 and close to the
+# best of 2, 3, 4 for k=3 and 5, on 2 CPU cores at 2x56x56x64 with 8 heads
 # (`python -m benchmarks.layers --suite sasa_blocks`).
-DEFAULT_BLOCK_SIZE = 8
+DEFAULT_BLOCK_SIZE = 4
 
 
 def _skew(x, fill):
@@ -301,11 +303,13 @@ class LocalSelfAttention2D(keras.layers.Layer):
         kv = ops.reshape(kv, (2 * groups, height, width, depth))
         q = ops.reshape(q, (groups, height, width, depth))
 
-        # Queries: (G, rows*bh, cols*bw, d) -> (G*rows*cols, bh*bw, d).
+        # Blocks are ordered (head, image, column block, row block): the
+        # order the halos come out in below without a transpose.
+        # Queries: (G, rows*bh, cols*bw, d) -> (G*cols*rows, bh*bw, d).
         q = ops.pad(q, [[0, 0], [0, rows * bh - height],
                         [0, cols * bw - width], [0, 0]])
-        q = ops.reshape(q, (groups * rows, bh, cols, bw * depth))
-        q = ops.transpose(q, (0, 2, 1, 3))
+        q = ops.reshape(q, (groups, rows, bh, cols, bw * depth))
+        q = ops.transpose(q, (0, 3, 1, 2, 4))
         q = ops.reshape(q, (n_blocks, queries, depth))
 
         # Keys and values together: the halo of every block.
@@ -318,14 +322,15 @@ class LocalSelfAttention2D(keras.layers.Layer):
             [k // 2, padded_w - width - k // 2],
             [0, 0],
         ])
-        # Columns first, while the rows are not yet duplicated: the column
-        # halo moves short runs of `bw * d` floats, the row halo whole rows.
+        # Columns first, while the rows are not yet duplicated; one
+        # transpose of the column halos (2.5x the keys and values at b=4,
+        # k=7) then lets the row halo (6.25x) come out block-contiguous.
         kv = ops.reshape(kv, (-1, padded_w, depth))
         kv = _halo(kv, bw, cols, hw)  # (2G H', cols, hw, d)
-        kv = ops.reshape(kv, (2 * groups, -1, cols * hw * depth))
-        kv = _halo(kv, bh, rows, hh)  # (2G, rows, hh, cols hw d)
-        kv = ops.reshape(kv, (2 * groups * rows, hh, cols, hw, depth))
-        kv = ops.transpose(kv, (0, 2, 1, 3, 4))
+        kv = ops.reshape(kv, (2 * groups, -1, cols, hw * depth))
+        kv = ops.transpose(kv, (0, 2, 1, 3))  # (2G, cols, H', hw d)
+        kv = ops.reshape(kv, (2 * groups * cols, -1, hw * depth))
+        kv = _halo(kv, bh, rows, hh)  # (2G cols, rows, hh, hw d)
         kv = ops.reshape(kv, (2, n_blocks, keys, depth))
         keys_, values = (ops.reshape(t, (n_blocks, keys, depth))
                          for t in ops.split(kv, 2, axis=0))
@@ -336,17 +341,17 @@ class LocalSelfAttention2D(keras.layers.Layer):
         rel = ops.matmul(
             ops.reshape(q, (heads, -1, queries, depth)),
             self._relative_embeddings()[:, None],
-        )  # (heads, B*rows*cols, Q, 2k)
-        rel = ops.reshape(rel, (groups * rows, cols, bh, bw, 2 * k))
+        )  # (heads, B*cols*rows, Q, 2k)
+        rel = ops.reshape(rel, (groups * cols, rows, bh, bw, 2 * k))
         rel_rows, rel_cols = ops.split(rel, 2, axis=-1)
         rel_rows = ops.transpose(rel_rows, (0, 1, 3, 2, 4))
-        rel_rows = ops.reshape(rel_rows, (groups, rows, -1, bh * k))
+        rel_rows = ops.reshape(rel_rows, (-1, rows, bw, bh * k))
         rel_rows = rel_rows + self._window_bias(height, bh, rows)
         rel_rows = _skew(ops.reshape(rel_rows, (-1, bh, k)), _MASK_LOGIT)
-        rel_rows = ops.reshape(rel_rows, (groups * rows, cols, bw, bh, hh))
+        rel_rows = ops.reshape(rel_rows, (groups * cols, rows, bw, bh, hh))
         rel_rows = ops.transpose(rel_rows, (0, 1, 3, 2, 4))
         rel_rows = ops.reshape(rel_rows, (-1, hh, 1))
-        rel_cols = ops.reshape(rel_cols, (groups * rows, cols, bh, bw * k))
+        rel_cols = ops.reshape(rel_cols, (groups, cols, -1, bw * k))
         rel_cols = rel_cols + self._window_bias(width, bw, cols)
         rel_cols = _skew(ops.reshape(rel_cols, (-1, bw, k)), _MASK_LOGIT)
         rel_cols = ops.reshape(rel_cols, (-1, 1, hw))
@@ -360,12 +365,12 @@ class LocalSelfAttention2D(keras.layers.Layer):
         # a real logit and masked weights underflow to exactly 0. Queries in
         # the bottom/right padding may see nothing; they are cut off below.
         weights = ops.softmax(logits, axis=-1)
-        outputs = ops.matmul(weights, values)  # (G*rows*cols, Q, d)
+        outputs = ops.matmul(weights, values)  # (G*cols*rows, Q, d)
 
         def unblock(t, channels):
-            """`(G*rows*cols, bh*bw, c)` -> `(B, H, W, heads * c)`."""
-            t = ops.reshape(t, (groups * rows, cols, bh, bw * channels))
-            t = ops.transpose(t, (0, 2, 1, 3))
+            """`(G*cols*rows, bh*bw, c)` -> `(B, H, W, heads * c)`."""
+            t = ops.reshape(t, (groups, cols, rows, bh, bw * channels))
+            t = ops.transpose(t, (0, 2, 3, 1, 4))
             t = ops.reshape(t, (heads, batch, rows * bh, cols * bw,
                                 channels))
             t = ops.slice(t, (0, 0, 0, 0, 0),
