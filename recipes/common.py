@@ -62,6 +62,9 @@ def parser(description, datasets=DATASETS, jit=False, jit_note=None,
     """The recipes' shared flags. `jit` is the recipe's `--jit` default,
     chosen by measuring training images/s with and without XLA
     (`python -m benchmarks.models`); `jit_note` says why in `--help`."""
+    # Measured on TensorFlow only: elsewhere `jit_compile=True` means JAX's
+    # jit (Keras' default there anyway) or torch.compile, neither measured.
+    jit = jit and is_tensorflow()
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--dataset", default=defaults.get("dataset", datasets[0]),
                    choices=datasets)
