@@ -51,17 +51,15 @@ the popular ports, on purpose:
   matmul (so `dS = P * dP'` is the only full-size write after `dP`) and
   reduces the relative-logit gradients directly. Forward values are
   unchanged (the ops are the same); the maps for `return_attention=True` go
-  through plain autodiff. Measured on a shared 2-core CPU (minimum of 15
-  alternated calls, ratio to `Conv2D(64, 3, padding="same")` on the same
-  input; the machine was heavily loaded, so only the ratios in one process
-  mean anything): plain `tf.function` forward+backward 1347 -> 896 ms
-  (113x -> 75x), forward unchanged (~80-90x; it was 37x on an idle
-  machine: the conv is compute-bound, the attention bandwidth-bound, so the
-  ratio grows with load); under `jit_compile=True` both are slower (f+b
-  ~1700 ms, ~95x: XLA's CPU dot emitter handles these skinny batched
-  matmuls worse than Eigen), so plain `tf.function` is the layer's best
-  setting on TensorFlow; JAX `jit(value_and_grad)` f+b 1431 -> 1041 ms
-  (50x -> 36x of JAX's own, slower, conv). Peak memory of forward+backward
+  through plain autodiff. Measured on the idle 2-core CPU, old and new
+  layer in one process (plain `tf.function`, fastest of 10 alternating
+  calls, 2x32x32x64): forward+backward 366 -> 260 ms, forward unchanged
+  (133 -> 135 ms). `python -m benchmarks.layers --suite speed` puts it at
+  34x a `Conv2D(64, 3)` forward+backward (35x forward); under
+  `jit_compile=True` it is slower (36x / 42x: XLA's CPU dot emitter
+  handles these skinny batched matmuls worse than Eigen), so plain
+  `tf.function` is the layer's best setting on TensorFlow; JAX `jit` gives
+  30x / 22x of JAX's own, slower, conv. Peak memory of forward+backward
   falls too (`python -m benchmarks.layers --suite aa_memory --quick`,
   16x16 grid: 6.0 -> 3.9 MiB relative, 5.9 -> 3.9 MiB plain). The floor
   is the forward: the `q k^T`, two broadcast adds, softmax and `P v` each
