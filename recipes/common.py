@@ -285,7 +285,9 @@ def compile_classifier(model, args):
         optimizer=keras.optimizers.Adam(args.lr),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        jit_compile=args.jit,
+        # XLA fails under tf.distribute strategies here (graph execution
+        # error with MirroredStrategy on logical CPUs): train without it.
+        jit_compile=args.jit and args.strategy == "default",
     )
 
 
