@@ -55,7 +55,7 @@ from keras_attn.viz.glimpses import _fail
 
 def _check_size(function, argument, size):
     """`(H, W)` as two Python ints >= 1."""
-    if not isinstance(size, (tuple, list)) or len(size) != 2 or any(
+    if not isinstance(size, (tuple, list, np.ndarray)) or len(size) != 2 or any(
         isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
         for d in size
     ):

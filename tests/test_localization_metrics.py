@@ -66,6 +66,10 @@ def test_pointing_game_resizes_small_maps_to_the_image():
                              image_size=(12, 12)).tolist() == [1.0]
     assert loc.pointing_game(small, [[0, 0, 4, 4]],
                              image_size=(12, 12)).tolist() == [0.0]
+    # a NumPy shape works as image_size too
+    assert loc.pointing_game(small, [[4, 4, 8, 8]],
+                             image_size=np.zeros((1, 12, 12)).shape[1:3]
+                             ).tolist() == [1.0]
 
 
 def test_pointing_game_rejects_bad_arguments():
