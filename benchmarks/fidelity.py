@@ -1,0 +1,637 @@
+"""Does each attention mechanism do what its paper says? Measured, seed by seed.
+
+Every *piece* trains one mechanism and its own baseline (same backbone,
+width, optimiser, schedule, data, budget and seeds: the seed fixes the
+initialisation, the data order and the generated canvases) on a task where
+the paper says attention should help, evaluates both on the same test
+images, and, on the canvas tasks, asks whether the maps find the object
+(pointing game, share of map mass in the object's box; Grad-CAM of both
+arms and a centre prior as floors; the STN's read box against the true box;
+RAM's glimpse hits).
+
+    python -m benchmarks.fidelity --profile smoke            # seconds
+    python -m benchmarks.fidelity --only se --seeds 3        # one piece
+    python -m benchmarks.fidelity --profile full --jobs 2    # everything
+    python -m benchmarks.fidelity_report                     # docs/results.md
+
+Results merge into `benchmarks/results/fidelity.json` (`fidelity_smoke.json`
+for the smoke profile): a piece replaces only its own rows, and rewrites
+them after every finished seed, so a run killed half-way keeps the seeds it
+finished. Every seed is reported; none is dropped.
+
+Budgets (the `full` profile) are scaled to a 2-core CPU, so each piece
+fits in about an hour: the first `train_images` training images of
+Fashion-MNIST, redrawn onto fresh canvases every epoch for the canvas
+tasks; Adam with a cosine decay to zero over the whole run (so the last
+epochs' loss flattens by construction, and the curves show where it got
+to); batch 128; BatchNorm momentum 0.99 is settled after a few hundred
+steps, and every run takes thousands. See `PIECES` for each one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+PROFILES = ("smoke", "full")
+TEST_SEED = 10_000  # the test canvases: the same for every seed and piece
+PICTURE_IMAGES = 6
+LOCALIZATION_IMAGES = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    train_images: int
+    test_images: int
+    epochs: int
+    batch_size: int = 128
+    steps_per_epoch: int | None = None  # caps steps (smoke only)
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    """One mechanism against its baseline(s) on one task."""
+
+    mechanism: str
+    task: str  # fashion_mnist | translated60 | cluttered60 | rts
+    model: str  # what the backbone is, said in the JSON and the report
+    build: str  # name of a builder in `_BUILDERS`
+    baselines: tuple = ("baseline",)  # arms compared against "attention"
+    full: Budget = Budget(6_000, 10_000, 6)
+    lr: float = 1e-3
+    jit: bool = True
+    notes: str = ""
+
+
+SMOKE = Budget(256, 64, 1, batch_size=32, steps_per_epoch=2)
+
+# Budgets from the training images/s of benchmarks/results/models.json so
+# that a piece takes 20-50 minutes on 2 cores (its wall time is in the JSON).
+PIECES = {
+    "se": Piece("se", "fashion_mnist", "ResNet-20 (16-32-64)", "resnet_se",
+                full=Budget(6_000, 10_000, 6)),
+    "cbam": Piece("cbam", "fashion_mnist", "ResNet-20 (16-32-64)",
+                  "resnet_cbam", full=Budget(6_000, 10_000, 6)),
+    "cbam_cluttered": Piece(
+        "cbam", "cluttered60", "ResNet-20 (16-32-64), 60x60", "resnet_cbam",
+        full=Budget(2_500, 1_000, 4),
+    ),
+    "residual_attention": Piece(
+        "residual_attention", "fashion_mnist",
+        "Attention-56, width 0.25 (32-64-128-256)", "attention56",
+        full=Budget(6_000, 10_000, 6),
+    ),
+    "residual_attention_cluttered": Piece(
+        "residual_attention", "cluttered60",
+        "Attention-56, width 0.25 (32-64-128-256), 60x60", "attention56",
+        full=Budget(2_500, 1_000, 4),
+    ),
+    "ltpa": Piece(
+        "ltpa", "cluttered60",
+        "VGG-16-BN width 0.125, pc/concat, g 128, 60x60", "ltpa",
+        full=Budget(2_500, 1_000, 4),
+    ),
+    "stn": Piece("stn", "rts", "ST-CNN / CNN (32-64, fc 128), 42x42", "stn",
+                 full=Budget(12_000, 5_000, 6), jit=False),
+    "stn_cluttered": Piece(
+        "stn", "cluttered60", "ST-CNN / CNN (32-64, fc 128), 60x60", "stn",
+        full=Budget(6_000, 2_000, 6), jit=False,
+    ),
+    "aa": Piece("aa", "fashion_mnist", "AA-WRN-10-2, 4 key dims per head",
+                "aa_wrn", full=Budget(2_000, 5_000, 4)),
+    "sasa": Piece("sasa", "fashion_mnist", "SASA-ResNet-26 width 0.25",
+                  "sasa", full=Budget(2_000, 5_000, 4)),
+    "ram": Piece(
+        "ram", "cluttered60",
+        "RAM 6 glimpses 12x12x3 scales, RNN 256", "ram",
+        baselines=("fc", "cnn"), full=Budget(20_000, 5_000, 10),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------
+# Models
+
+
+def _resnet(attention):
+    def build(arm, input_shape, num_classes):
+        from keras_attn.models import resnet
+
+        return resnet(input_shape, num_classes, 20,
+                      attention=attention if arm == "attention" else None)
+
+    return build
+
+
+def _attention56(arm, input_shape, num_classes):
+    from keras_attn.models import residual_attention_network
+
+    return residual_attention_network(input_shape, num_classes, 56,
+                                      attention=arm == "attention",
+                                      width=0.25)
+
+
+def _ltpa(arm, input_shape, num_classes):
+    from keras_attn.models import ltpa_vgg
+
+    return ltpa_vgg(input_shape, num_classes, "pc", "concat",
+                    attention=arm == "attention", width=0.125,
+                    global_dim=128)
+
+
+def _stn(arm, input_shape, num_classes):
+    from keras_attn.models import stn_classifier
+
+    return stn_classifier(input_shape, num_classes,
+                          transformer=arm == "attention")
+
+
+def _aa_wrn(arm, input_shape, num_classes):
+    from keras_attn.models import aa_wide_resnet
+
+    return aa_wide_resnet(input_shape, num_classes, 10, 2,
+                          attention=arm == "attention",
+                          min_key_dims_per_head=4)
+
+
+def _sasa(arm, input_shape, num_classes):
+    from keras_attn.models import sasa_resnet
+
+    return sasa_resnet(input_shape, num_classes, 26,
+                       attention=arm == "attention", width=0.25)
+
+
+def _ram(arm, input_shape, num_classes, seed=0):
+    if arm == "fc":
+        from recipes.ram import fc_baseline
+
+        return fc_baseline(input_shape, num_classes)
+    if arm == "cnn":
+        return _stn("baseline", input_shape, num_classes)
+    from keras_attn.ram import RecurrentAttentionModel
+
+    model = RecurrentAttentionModel(num_classes, num_glimpses=6,
+                                    glimpse_size=12, num_scales=3,
+                                    core="rnn", location_std=0.1,
+                                    eval_samples=1, seed=seed)
+    model.build((None, *input_shape))
+    return model
+
+
+_BUILDERS = {
+    "resnet_se": _resnet("se"),
+    "resnet_cbam": _resnet("cbam"),
+    "attention56": _attention56,
+    "ltpa": _ltpa,
+    "stn": _stn,
+    "aa_wrn": _aa_wrn,
+    "sasa": _sasa,
+    "ram": _ram,
+}
+
+
+# ----------------------------------------------------------------------------
+# Data: NumPy arrays, float32 in [0, 1], (N, S, S, 1)
+
+_CANVAS = {"translated60": (60, 0), "cluttered60": (60, 4)}
+
+
+def _source(split, count):
+    from keras_attn.data import load_fashion_mnist
+
+    x, y = load_fashion_mnist(split)
+    return x[:count], y[:count].astype("int32")
+
+
+def _canvases(task, images, seed, epoch):
+    """`(canvases, boxes)` of `images` (uint8 28x28) drawn for the task;
+    `boxes` `(N, 4)` [top, left, bottom, right] of the object, or None."""
+    from benchmarks import _localization
+
+    if task == "fashion_mnist":
+        return images[..., None].astype("float32") / 255.0, None
+    if task == "rts":
+        from keras_attn.data import rts
+
+        canvases, params = rts(images, 42, seed=seed, epoch=epoch,
+                               return_params=True)
+        return canvases, np.asarray(params["boxes"], "float64")
+    from keras_attn.data import clutter
+
+    size, pieces = _CANVAS[task]
+    canvases, params = clutter(images, size, pieces, seed=seed, epoch=epoch,
+                               return_params=True)
+    boxes = _localization.tight_boxes(images, params["offsets"])
+    return canvases, boxes
+
+
+# ----------------------------------------------------------------------------
+# One arm, one seed
+
+
+def _compile(model, budget, steps, lr, jit, ram):
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        lr, decay_steps=max(1, steps * budget.epochs)
+    )
+    optimizer = keras.optimizers.Adam(schedule)
+    if ram:  # RAM carries its own hybrid loss and metrics
+        model.compile(optimizer=optimizer, jit_compile=jit)
+    else:
+        model.compile(optimizer=optimizer,
+                      loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], jit_compile=jit)
+
+
+def _last_feature_layer(model):
+    """Name of the deepest 4-D feature map before global pooling: where
+    Grad-CAM looks (the paper's choice: the last conv features)."""
+    name = None
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        shape = getattr(shape, "shape", None)
+        if (shape is not None and len(shape) == 4 and shape[1] and shape[1] > 1
+                and not type(layer).__module__.startswith("keras_attn")):
+            name = layer.name
+    return name
+
+
+def _localize(piece, arm, model, images, boxes):
+    """`{map name: per-image scores}` and `{map name: first maps}`."""
+    from benchmarks import _localization as loc
+
+    size = images.shape[1:3]
+    scores, panels = {}, {}
+
+    def add(name, maps, **extra):
+        maps = np.asarray(maps, "float64")
+        scores[name] = {
+            "pointing_game": float(np.mean(loc.pointing_game(
+                maps, boxes, image_size=size))),
+            "energy_in_box": float(np.mean(loc.energy_in_box(
+                maps, boxes, image_size=size))),
+            **extra,
+        }
+        panels[f"{arm}: {name}"] = maps[:PICTURE_IMAGES]
+
+    if piece.build == "ram":
+        if arm == "attention":
+            locations = model.glimpse_trace(images)
+            hits = loc.glimpse_hits(locations, boxes, size)
+            scores["glimpses"] = {"glimpse_hits": float(np.mean(hits))}
+        return scores, panels
+    if arm == "attention" and piece.build == "stn":
+        from keras_attn.models import attention_model
+
+        theta = np.asarray(attention_model(model)(images)[
+            "spatial_transformer"])
+        read = loc.stn_box(theta, size)
+        scores["stn_box"] = {
+            "iou": float(np.mean(loc.box_iou(read, boxes))),
+            "theta_std": float(theta.reshape(len(theta), -1).std(0).mean()),
+        }
+    elif arm == "attention":
+        from keras_attn.viz.attention_maps import spatial_attention_maps
+
+        maps, _ = spatial_attention_maps(model, images)
+        for name, value in maps.items():
+            add(name, value)
+    layer = _last_feature_layer(model)
+    if layer is not None:
+        from keras_attn.viz import grad_cam
+
+        add(f"grad_cam({layer})", grad_cam(model, images, layer))
+    return scores, panels
+
+
+def run_arm(piece_name, arm, seed, profile):
+    """Train and evaluate one arm for one seed; returns a dict of results."""
+    import keras
+
+    piece = PIECES[piece_name]
+    budget = SMOKE if profile == "smoke" else piece.full
+    ram = piece.build == "ram" and arm == "attention"
+    keras.utils.set_random_seed(seed)
+    train_x, train_y = _source("train", budget.train_images)
+    test_src, test_y = _source("test", budget.test_images)
+    test_x, boxes = _canvases(piece.task, test_src, TEST_SEED, 0)
+    num_classes = 10
+    builder = _BUILDERS[piece.build]
+    input_shape = test_x.shape[1:]
+    if piece.build == "ram":
+        model = builder(arm, input_shape, num_classes, seed=seed)
+    else:
+        model = builder(arm, input_shape, num_classes)
+    steps = budget.train_images // budget.batch_size
+    if budget.steps_per_epoch:
+        steps = min(steps, budget.steps_per_epoch)
+    # XLA compile time would dominate a smoke run of a few steps.
+    jit = piece.jit and profile != "smoke"
+    _compile(model, budget, steps, piece.lr, jit, ram)
+
+    order = np.random.default_rng(seed)
+    losses, val = [], []
+    val_x, val_y = test_x[:1000], test_y[:1000]
+    start = time.perf_counter()
+    for epoch in range(budget.epochs):
+        canvases, _ = _canvases(piece.task, train_x, seed, epoch)
+        take = order.permutation(len(canvases))[:steps * budget.batch_size]
+        history = model.fit(canvases[take], train_y[take],
+                            batch_size=budget.batch_size, epochs=1,
+                            shuffle=False, verbose=0)
+        losses.append(float(history.history["loss"][-1]))
+        logs = model.evaluate(val_x, val_y, batch_size=256, verbose=0,
+                              return_dict=True)
+        val.append(float(logs["accuracy"]))
+        print(f"[{piece_name} {arm} seed {seed}] epoch {epoch + 1}/"
+              f"{budget.epochs} loss {losses[-1]:.4f} val {val[-1]:.4f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+    train_seconds = time.perf_counter() - start
+    logs = model.evaluate(test_x, test_y, batch_size=256, verbose=0,
+                          return_dict=True)
+    result = {"test_accuracy": float(logs["accuracy"]), "loss": losses,
+              "val_accuracy": val, "train_seconds": train_seconds,
+              "params": int(model.count_params()),
+              "jit": bool(getattr(model, "jit_compile", False))}
+    if boxes is not None:
+        count = min(LOCALIZATION_IMAGES, len(test_x))
+        result["localization"], panels = _localize(
+            piece, arm, model, test_x[:count], boxes[:count])
+        if seed == 0 or profile == "smoke":
+            result["panels"] = {k: v.tolist() for k, v in panels.items()}
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+# ----------------------------------------------------------------------------
+# The JSON: merged under a lock, one piece's rows replaced at a time
+
+
+@contextlib.contextmanager
+def _locked(path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _machine():
+    import keras
+
+    return {"platform": platform.platform(), "python": sys.version.split()[0],
+            "cpus": os.cpu_count(), "keras": keras.__version__,
+            "backend": keras.backend.backend()}
+
+
+def _rows(piece_name, profile, seeds, results):
+    """JSON rows and localisation entries of the finished `seeds`."""
+    piece = PIECES[piece_name]
+    budget = SMOKE if profile == "smoke" else piece.full
+    rows, localization = [], []
+    arms = ("attention", *piece.baselines)
+    for baseline in piece.baselines:
+        label = piece.model
+        if len(piece.baselines) > 1:
+            label = f"{piece.model} vs {baseline}"
+        wall = sum(results[(arm, s)]["seconds"] for s in seeds
+                   for arm in ("attention", baseline))
+        rows.append({
+            "mechanism": piece.mechanism, "task": piece.task, "model": label,
+            "piece": piece_name, "profile": profile, "baseline_arm": baseline,
+            "metric": "test_accuracy", "seeds": list(seeds),
+            "attention": [results[("attention", s)]["test_accuracy"]
+                          for s in seeds],
+            "baseline": [results[(baseline, s)]["test_accuracy"]
+                         for s in seeds],
+            "epochs": budget.epochs,
+            "train_images": budget.train_images,
+            "test_images": budget.test_images,
+            "batch_size": budget.batch_size,
+            "steps_per_epoch": min(
+                budget.train_images // budget.batch_size,
+                budget.steps_per_epoch or 10**9),
+            "learning_rate": piece.lr, "schedule": "Adam, cosine to 0",
+            "jit": results[("attention", seeds[0])]["jit"],
+            "params": {arm: results[(arm, seeds[0])]["params"]
+                       for arm in ("attention", baseline)},
+            "wall_seconds": wall,
+            "curves": {
+                "attention": [results[("attention", s)]["loss"]
+                              for s in seeds],
+                "baseline": [results[(baseline, s)]["loss"] for s in seeds],
+            },
+            "val_curves": {
+                "attention": [results[("attention", s)]["val_accuracy"]
+                              for s in seeds],
+                "baseline": [results[(baseline, s)]["val_accuracy"]
+                             for s in seeds],
+            },
+            "notes": piece.notes,
+        })
+    for arm in arms:
+        names = results[(arm, seeds[0])].get("localization", {})
+        for name in names:
+            entry = {"model": f"{piece_name}:{arm}", "mechanism":
+                     piece.mechanism, "task": piece.task, "map": name,
+                     "piece": piece_name, "profile": profile,
+                     "seeds": list(seeds)}
+            for key in names[name]:
+                entry[key] = [results[(arm, s)]["localization"][name][key]
+                              for s in seeds]
+            localization.append(entry)
+    return rows, localization
+
+
+def _floors(piece_name, profile):
+    """Centre-prior and uniform maps: what a map that looks nowhere in
+    particular scores (seed-independent)."""
+    from benchmarks import _localization as loc
+
+    piece = PIECES[piece_name]
+    budget = SMOKE if profile == "smoke" else piece.full
+    if piece.task == "fashion_mnist":
+        return []
+    images, _ = _source("test", budget.test_images)
+    canvases, boxes = _canvases(piece.task, images, TEST_SEED, 0)
+    count = min(LOCALIZATION_IMAGES, len(canvases))
+    size = canvases.shape[1:3]
+    entries = []
+    for name, maps in (("centre_prior", loc.centre_prior(count, size)),
+                       ("uniform", loc.uniform_map(count, size))):
+        entries.append({
+            "model": f"{piece_name}:floor", "mechanism": piece.mechanism,
+            "task": piece.task, "map": name, "piece": piece_name,
+            "profile": profile, "seeds": [],
+            "pointing_game": [float(np.mean(loc.pointing_game(
+                maps, boxes[:count], image_size=size)))],
+            "energy_in_box": [float(np.mean(loc.energy_in_box(
+                maps, boxes[:count], image_size=size)))],
+        })
+    return entries
+
+
+def _picture(piece_name, profile, results, img_dir):
+    """One PNG per piece: the first test canvases, every map kind of every
+    arm (seed 0), the object's box drawn."""
+    from benchmarks import _localization as loc
+
+    panels = {}
+    for (_arm, seed), result in sorted(results.items()):
+        if seed == min(s for _, s in results):
+            panels.update({k: np.asarray(v)
+                           for k, v in result.get("panels", {}).items()})
+    if not panels:
+        return None
+    piece = PIECES[piece_name]
+    budget = SMOKE if profile == "smoke" else piece.full
+    images, _ = _source("test", min(PICTURE_IMAGES, budget.test_images))
+    canvases, boxes = _canvases(piece.task, images, TEST_SEED, 0)
+    os.makedirs(img_dir, exist_ok=True)
+    suffix = "" if profile == "full" else f"_{profile}"
+    path = os.path.join(img_dir, f"maps_{piece_name}{suffix}.png")
+    loc.draw_maps_with_boxes(canvases, panels, boxes, path)
+    return path
+
+
+def write_results(path, piece_name, profile, rows, localization,
+                  picture=None):
+    """Merge one piece's rows into `path`, replacing that piece's rows of
+    the same profile and nothing else."""
+    with _locked(path):
+        data = {"rows": [], "localization": [], "pictures": {}}
+        if os.path.exists(path):
+            with open(path) as f:
+                data.update(json.load(f))
+
+        def other(entry):
+            return (entry.get("piece"), entry.get("profile")) != (
+                piece_name, profile)
+
+        data["rows"] = [r for r in data["rows"] if other(r)] + rows
+        data["localization"] = [
+            e for e in data["localization"] if other(e)] + localization
+        if picture:
+            data["pictures"][piece_name] = os.path.relpath(
+                picture, os.path.dirname(os.path.dirname(RESULTS)))
+        data["machine"] = _machine()
+        data["command"] = "python -m benchmarks.fidelity " + " ".join(
+            sys.argv[1:])
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------
+# Driver
+
+
+def _worker_init(threads):
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
+def run_piece(piece_name, profile, seeds, jobs, path, img_dir):
+    piece = PIECES[piece_name]
+    arms = ("attention", *piece.baselines)
+    tasks = [(arm, seed) for seed in seeds for arm in arms]
+    results, done = {}, []
+    floors = _floors(piece_name, profile)
+
+    def finished(arm, seed, result):
+        results[(arm, seed)] = result
+        for s in seeds:
+            if s not in done and all((a, s) in results for a in arms):
+                done.append(s)
+                picture = None
+                if s == min(seeds) or profile == "smoke":
+                    picture = _picture(piece_name, profile, results, img_dir)
+                rows, localization = _rows(piece_name, profile, sorted(done),
+                                           results)
+                write_results(path, piece_name, profile, rows,
+                              localization + floors, picture)
+                print(f"[{piece_name}] seeds {sorted(done)} written to "
+                      f"{path}", flush=True)
+
+    if jobs <= 1:
+        for arm, seed in tasks:
+            finished(arm, seed, run_arm(piece_name, arm, seed, profile))
+        return results
+    import concurrent.futures
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init, initargs=(threads,),
+    ) as pool:
+        futures = {pool.submit(run_arm, piece_name, arm, seed, profile):
+                   (arm, seed) for arm, seed in tasks}
+        for future in concurrent.futures.as_completed(futures):
+            arm, seed = futures[future]
+            finished(arm, seed, future.result())
+    return results
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=sorted(PIECES),
+                   help="pieces to run (default: all)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="seeds 0..N-1 (default 3)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--profile", choices=PROFILES, default="full")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings run in parallel processes (each gets "
+                        "cpus / jobs threads)")
+    p.add_argument("--results", default=None,
+                   help="JSON to merge into (default benchmarks/results/"
+                        "fidelity.json, fidelity_smoke.json for smoke)")
+    p.add_argument("--img-dir", default=None,
+                   help="where map pictures go (default docs/img)")
+    p.add_argument("--list", action="store_true",
+                   help="print the pieces and their budgets, run nothing")
+    args = p.parse_args(argv)
+    if args.seeds < 1 or args.jobs < 1:
+        p.error("--seeds and --jobs must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    pieces = args.only or list(PIECES)
+    if args.list:
+        for name in pieces:
+            piece = PIECES[name]
+            print(f"{name:30s} {piece.mechanism:20s} {piece.task:14s} "
+                  f"{piece.model} | {piece.full}")
+        return None
+    suffix = "" if args.profile == "full" else f"_{args.profile}"
+    path = args.results or os.path.join(RESULTS, f"fidelity{suffix}.json")
+    img_dir = args.img_dir or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+        "img")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    for name in pieces:
+        start = time.perf_counter()
+        run_piece(name, args.profile, seeds, args.jobs, path, img_dir)
+        print(f"[{name}] {time.perf_counter() - start:.0f} s", flush=True)
+    return path
+
+
+if __name__ == "__main__":
+    main()

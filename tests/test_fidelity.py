@@ -1,0 +1,104 @@
+"""benchmarks.fidelity: the plumbing and the JSON schema, never the results.
+
+One smoke pair trains for two steps per arm; the bookkeeping (merging
+pieces, keeping the seeds a killed run finished) is tested with a stand-in
+for the training.
+"""
+
+import json
+
+import pytest
+
+from benchmarks import fidelity
+
+ROW_KEYS = {"mechanism", "task", "model", "metric", "seeds", "attention",
+            "baseline", "epochs", "train_images", "wall_seconds", "curves"}
+
+
+def _fake_result(arm, seed):
+    return {"test_accuracy": 0.5 + 0.01 * seed + (0.1 if arm == "attention"
+                                                  else 0.0),
+            "loss": [2.0, 1.0], "val_accuracy": [0.3, 0.5],
+            "train_seconds": 1.0, "seconds": 1.5, "params": 10, "jit": False}
+
+
+def test_every_mechanism_has_a_piece():
+    mechanisms = {piece.mechanism for piece in fidelity.PIECES.values()}
+    assert mechanisms == {"se", "cbam", "residual_attention", "ltpa", "stn",
+                          "aa", "sasa", "ram"}
+    for piece in fidelity.PIECES.values():
+        assert piece.build in fidelity._BUILDERS
+
+
+def test_smoke_pair_writes_the_schema(tmp_path):
+    path = tmp_path / "fidelity.json"
+    fidelity.main(["--profile", "smoke", "--only", "cbam_cluttered",
+                   "--seeds", "1", "--results", str(path),
+                   "--img-dir", str(tmp_path / "img")])
+    data = json.loads(path.read_text())
+    (row,) = data["rows"]
+    assert ROW_KEYS <= set(row)
+    assert row["mechanism"] == "cbam" and row["task"] == "cluttered60"
+    assert row["seeds"] == [0]
+    assert len(row["attention"]) == len(row["baseline"]) == 1
+    assert all(0.0 <= a <= 1.0 for a in row["attention"] + row["baseline"])
+    assert len(row["curves"]["attention"][0]) == row["epochs"]
+    maps = {(e["model"], e["map"]) for e in data["localization"]}
+    # The attention model's own CBAM maps, Grad-CAM of both arms, floors.
+    assert any(m == "cbam_cluttered:attention" and "cbam" in name
+               for m, name in maps)
+    assert any(m == "cbam_cluttered:baseline" and name.startswith("grad_cam")
+               for m, name in maps)
+    assert ("cbam_cluttered:floor", "centre_prior") in maps
+    for entry in data["localization"]:
+        for key in ("pointing_game", "energy_in_box"):
+            assert all(0.0 <= v <= 1.0 for v in entry.get(key, []))
+    picture = tmp_path / "img" / "maps_cbam_cluttered_smoke.png"
+    assert picture.stat().st_size > 0
+
+
+def test_pieces_replace_only_their_own_rows(tmp_path):
+    path = str(tmp_path / "f.json")
+    results = {(arm, s): _fake_result(arm, s)
+               for arm in ("attention", "baseline") for s in (0, 1)}
+    rows, _ = fidelity._rows("se", "full", [0, 1], results)
+    fidelity.write_results(path, "se", "full", rows, [])
+    rows, _ = fidelity._rows("cbam", "full", [0], results)
+    fidelity.write_results(path, "cbam", "full", rows, [])
+    rows, _ = fidelity._rows("se", "full", [0], results)
+    fidelity.write_results(path, "se", "full", rows, [])
+    data = json.loads(open(path).read())
+    by_piece = {r["piece"]: r for r in data["rows"]}
+    assert set(by_piece) == {"se", "cbam"}
+    assert by_piece["se"]["seeds"] == [0]  # replaced, not appended
+    assert by_piece["se"]["attention"] == pytest.approx([0.6])
+    assert by_piece["se"]["baseline"] == pytest.approx([0.5])
+
+
+def test_a_killed_piece_keeps_the_seeds_it_finished(tmp_path, monkeypatch):
+    calls = []
+
+    def run_arm(piece, arm, seed, profile):
+        calls.append((arm, seed))
+        if seed == 1 and arm == "baseline":
+            raise KeyboardInterrupt  # killed half-way through seed 1
+        return _fake_result(arm, seed)
+
+    monkeypatch.setattr(fidelity, "run_arm", run_arm)
+    monkeypatch.setattr(fidelity, "_floors", lambda *a: [])
+    path = str(tmp_path / "f.json")
+    with pytest.raises(KeyboardInterrupt):
+        fidelity.run_piece("se", "full", [0, 1, 2], 1, path,
+                           str(tmp_path / "img"))
+    (row,) = json.loads(open(path).read())["rows"]
+    assert row["seeds"] == [0]
+    assert calls == [("attention", 0), ("baseline", 0), ("attention", 1),
+                     ("baseline", 1)]
+
+
+def test_ram_rows_compare_against_both_baselines():
+    results = {(arm, 0): _fake_result(arm, 0)
+               for arm in ("attention", "fc", "cnn")}
+    rows, _ = fidelity._rows("ram", "full", [0], results)
+    assert [r["baseline_arm"] for r in rows] == ["fc", "cnn"]
+    assert all(r["mechanism"] == "ram" for r in rows)
