@@ -102,3 +102,24 @@ def test_ram_rows_compare_against_both_baselines():
     rows, _ = fidelity._rows("ram", "full", [0], results)
     assert [r["baseline_arm"] for r in rows] == ["fc", "cnn"]
     assert all(r["mechanism"] == "ram" for r in rows)
+
+
+def test_precise_batch_norm_averages_the_batch_statistics():
+    import keras
+    import numpy as np
+
+    inputs = keras.Input((4, 4, 3))
+    outputs = keras.layers.BatchNormalization(momentum=0.99)(inputs)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    images = (rng.normal(size=(6 * 8, 4, 4, 3)) * [1, 2, 3] + [5, -1, 0]
+              ).astype("float32")
+    assert fidelity.precise_batch_norm(model, images, 8, batches=5)
+    layer = model.layers[-1]
+    batches = images[:40].reshape(5, 8 * 16, 3)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_mean),
+                               batches.mean(1).mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer.moving_variance),
+        batches.var(1).mean(0), rtol=1e-3)
+    assert layer.momentum == 0.99
