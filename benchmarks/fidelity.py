@@ -104,10 +104,10 @@ PIECES = {
         full=Budget(2_500, 1_000, 4),
     ),
     "stn": Piece("stn", "rts", "ST-CNN / CNN (32-64, fc 128), 42x42", "stn",
-                 full=Budget(12_000, 5_000, 6), jit=False),
+                 full=Budget(10_000, 5_000, 5), jit=False),
     "stn_cluttered": Piece(
         "stn", "cluttered60", "ST-CNN / CNN (32-64, fc 128), 60x60", "stn",
-        full=Budget(6_000, 2_000, 6), jit=False,
+        full=Budget(6_000, 2_000, 4), jit=False,
     ),
     "aa": Piece("aa", "fashion_mnist", "AA-WRN-10-2, 4 key dims per head",
                 "aa_wrn", full=Budget(2_000, 5_000, 4)),
@@ -116,7 +116,7 @@ PIECES = {
     "ram": Piece(
         "ram", "cluttered60",
         "RAM 6 glimpses 12x12x3 scales, RNN 256", "ram",
-        baselines=("fc", "cnn"), full=Budget(20_000, 5_000, 10),
+        baselines=("fc", "cnn"), full=Budget(10_000, 2_000, 5),
     ),
 }
 
