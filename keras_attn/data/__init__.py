@@ -2,7 +2,8 @@
 
 `fashion_mnist` works offline from Debian's `dataset-fashion-mnist`; the
 other datasets come from tensorflow-datasets; the RAM tasks (translated and
-cluttered canvases) are generated on the fly. Only `fashion_mnist`'s NumPy
+cluttered canvases) and the STN paper's RTS task (`rts`: rotated, scaled,
+translated) are generated on the fly. Only `fashion_mnist`'s NumPy
 loader works without TensorFlow: the rest is imported on first use, so
 `keras_attn.data.load_fashion_mnist` stays usable on a JAX or torch machine
 that has no TensorFlow.
@@ -20,6 +21,7 @@ _LAZY = {
     "dataset_info": ("datasets", "info"),
     "load": ("datasets", "load"),
     "load_arrays": ("datasets", "load_arrays"),
+    "rts": ("distortions", "rts"),
     "TASK_SPECS": ("ram_tasks", "TASK_SPECS"),
     "TASKS": ("ram_tasks", "TASKS"),
     "TaskSpec": ("ram_tasks", "TaskSpec"),
