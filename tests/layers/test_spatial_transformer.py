@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_attn.data import load_fashion_mnist
 from keras_attn.layers import SpatialTransformer
+from keras_attn.layers import spatial_transformer
 from tests import harness
 from tests.layers.test_spatial_sampling import SCIPY_MODE
 from tests.layers.test_spatial_sampling import np_affine_grid
@@ -173,6 +175,43 @@ def test_custom_localization_is_used():
     harness.randomize_weights(layer, seed=4, scale=0.3)
     x = _x()
     _close(harness.to_numpy(layer(x))[0], np_transformer(layer, x)[0])
+
+
+def test_default_localization_features_move_with_the_object():
+    # theta can follow the object only if the localisation features do. The
+    # former default (global average pooling over a conv stack) gave the
+    # same features wherever the object sat: relative change 0.02-0.04 here,
+    # against 0.7-1.2 for the default, over several initialisations.
+    images = load_fashion_mnist("test")[0][:8].astype("float32") / 255
+    near = np.zeros((8, 48, 48, 1), "float32")
+    far = np.zeros_like(near)
+    near[:, 4:32, 4:32, 0] = images
+    far[:, 16:44, 16:44, 0] = images
+    layer = SpatialTransformer()
+    layer.build(near.shape)
+    f_near, f_far = (_np(layer.localization(x)) for x in (near, far))
+    assert f_near.shape == (8, 32)
+    change = np.linalg.norm(f_near - f_far, axis=1) / np.linalg.norm(
+        f_near, axis=1
+    )
+    assert change.min() > 0.3, change
+
+
+def test_default_localization_sees_a_fixed_grid_on_any_size():
+    size = spatial_transformer.LOCALIZATION_SIZE
+    for shape in [(None, 8, 10, 3), (None, 60, 60, 1), (None, None, None, 2)]:
+        layer = SpatialTransformer(output_size=(4, 4))
+        layer.build(shape)
+        loc = layer.localization
+        assert loc.layers[0].compute_output_shape(shape)[1:3] == (size, size)
+        assert loc.compute_output_shape(shape) == (None, 32)
+        assert tuple(layer.head.kernel.shape) == (32, 6)
+    # float32 under mixed precision, like the head and the sampler.
+    layer = SpatialTransformer(dtype="mixed_float16")
+    layer.build((None, *SHAPE))
+    assert {sub.compute_dtype for sub in layer.localization.layers} == {
+        "float32"
+    }
 
 
 # ----------------------------------------------------------------------------

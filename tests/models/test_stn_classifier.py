@@ -1,8 +1,11 @@
 """Tests for the `stn_classifier` builder (ST-CNN and its baseline CNN)."""
 
+import keras
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
+from keras_attn.data import load_fashion_mnist
 from keras_attn.layers import SpatialTransformer
 from keras_attn.models import attention_model
 from keras_attn.models import stn_classifier
@@ -61,6 +64,42 @@ def test_output_size_and_theta_in_graph():
     outs = maps(_x((28, 28, 1)))
     (theta,) = harness.to_numpy(list(outs.values()))
     np.testing.assert_allclose(theta, np.tile(np.eye(2, 3), (2, 1, 1)))
+
+
+def _translated(images, canvas, rng):
+    """Each image pasted at a random position of a black canvas; also the
+    object centre's offset from the canvas centre, (row, col), pixels."""
+    n, h, w = images.shape
+    corners = rng.integers(0, canvas - h + 1, size=(n, 2))
+    out = np.zeros((n, canvas, canvas, 1), "float32")
+    for i, (r, c) in enumerate(corners):
+        out[i, r:r + h, c:c + w, 0] = images[i] / np.float32(255)
+    return out, corners + (h - 1) / 2 - (canvas - 1) / 2
+
+
+def test_trained_theta_follows_the_object():
+    # What the transformer is for: after a little training on translated
+    # objects, theta's translation tracks where the object is (an object to
+    # the right -> tx > 0, sampling to the right). Measured here (keras
+    # seeds 0-3): std of tx / ty 0.049-0.155, Spearman correlation with the
+    # object's offset 0.68-0.89; with the former global-average-pooling
+    # localisation net (seed 0) std 0.0008 / 0.0034, correlation 0.03 / 0.08.
+    rng = np.random.default_rng(0)
+    train, labels = load_fashion_mnist("train")
+    x, _ = _translated(train[:1280], 48, rng)
+    x_test, offsets = _translated(load_fashion_mnist("test")[0][:256], 48,
+                                  rng)
+    model = stn_classifier((48, 48, 1), 10, output_size=(24, 24))
+    model.compile(keras.optimizers.Adam(1e-3),
+                  "sparse_categorical_crossentropy")
+    model.fit(x, labels[:1280], batch_size=32, epochs=1, verbose=0)
+    layer = model.get_layer("spatial_transformer")
+    _, theta = harness.to_numpy(layer(x_test, return_theta=True))
+    tx, ty = theta[:, 0, 2], theta[:, 1, 2]
+    assert tx.std() > 0.008 and ty.std() > 0.008, (tx.std(), ty.std())
+    rho_x = spearmanr(tx, offsets[:, 1])[0]
+    rho_y = spearmanr(ty, offsets[:, 0])[0]
+    assert rho_x > 0.4 and rho_y > 0.4, (rho_x, rho_y)
 
 
 def test_gradients_reach_all_weights():
