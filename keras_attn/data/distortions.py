@@ -14,9 +14,10 @@ black canvas.
 Geometry. Rows grow downwards, columns to the right. A positive angle turns
 the image counter-clockwise as displayed (so `angle=90` gives
 `np.rot90(image)`). The image's centre `((H - 1) / 2, (W - 1) / 2)` goes to
-`centers[i]` on the canvas; canvas pixel `p` reads the image at
-`R(-angle) (p - center) / scale + image centre` with bilinear interpolation,
-zero outside the image.
+`centers[i]` on the canvas; canvas pixel `(row, col)`, at `(dr, dc)` from
+the centre, reads the image with bilinear interpolation (zero outside) at
+`((cos a dr + sin a dc) / s + (H - 1) / 2, (cos a dc - sin a dr) / s +
+(W - 1) / 2)` for angle `a` and scale `s`.
 
 Randomness. As in `keras_attn.data.ram_tasks`: every draw is a pure
 function of `(seed, epoch, index)`, the index of the image in `images`
@@ -28,12 +29,16 @@ Deviations, stated plainly:
 
 - The angle and the scale are uniform in their ranges (the paper gives the
   ranges only).
-- The image's top-left corner (before rotation and scaling) lands on an
-  integer canvas pixel, uniform over the positions where every pixel that
-  can be nonzero stays inside the canvas. So with `max_angle=0` and
-  `scale_range=(1, 1)` the task is an exact integer translation. When the
-  transformed image cannot fit (a large scale on a small canvas), it is
-  centred and cropped.
+- The centre is placed at `corner + ((H - 1) / 2, (W - 1) / 2)`, `corner`
+  integer, uniform over the positions that keep the transformed ink (the
+  transformed bounding rectangle of the image's nonzero pixels, widened by
+  the one pixel that bilinear interpolation reaches) inside the canvas; the
+  blank margins of the image may leave it. So with `max_angle=0` and
+  `scale_range=(1, 1)` the task is an exact integer translation. Along an
+  axis where the transformed ink cannot fit, the image is centred and
+  cropped: at the defaults, 0.7% of Fashion-MNIST's training images (whose
+  ink often fills the 28x28 frame, unlike MNIST digits) lose some ink that
+  way, none more than 1.4% of it.
 """
 
 from __future__ import annotations
