@@ -134,12 +134,23 @@ def _element_key(placement_key, index):
     )
 
 
+def _fold_in_indices(key, indices):
+    """`_element_key(key, i)` for every `i` of `indices`, `(n, 2)` int64.
+
+    `stateless_fold_in(key, i)` is `stack([uniform(key), i])` in TF's
+    source, the first entry a function of `key` (and of `i`'s dtype, int64
+    here) alone; so all the keys are built at once, bit-identical to the
+    per-index ones (tests compare them), instead of one op per index.
+    """
+    indices = tf.cast(indices, tf.int64)
+    first = _element_key(key, 0)[0]
+    return tf.stack([tf.broadcast_to(first, tf.shape(indices)), indices],
+                    axis=-1)
+
+
 def _element_keys(seed, epoch, indices):
     base = _epoch_key(seed, epoch, _PLACEMENT_STREAM)
-    return tf.map_fn(
-        lambda i: _element_key(base, i), indices,
-        fn_output_signature=tf.int64,
-    )
+    return _fold_in_indices(base, indices)
 
 
 def _randint(key, shape, upper):
@@ -174,6 +185,33 @@ def _draw(key, index, height, width, canvas_size, num_clutter, num_images):
         _randint(keys[6], [k], canvas_size - PIECE_SIZE + 1),
     ], axis=-1)
     return offset, pieces
+
+
+@tf.function(
+    input_signature=[tf.TensorSpec([None, 2], tf.int64),
+                     tf.TensorSpec([None], tf.int32)]
+    + [tf.TensorSpec([], tf.int32)] * 5,
+    autograph=False,
+)
+def _draw_all(keys, index, height, width, canvas_size, num_clutter,
+              num_images):
+    """`_draw` of every `(keys[i], index[i])`: offsets `(n, 2)` and pieces
+    `(n, num_clutter, 5)` (the sizes as int32 tensors, one trace for all).
+
+    A traced map_fn: an eager one runs Python per element (minutes for a
+    split), and tf.vectorized_map falls back to a while loop for the
+    stateless random ops. The ops and their inputs are those of `_draw`,
+    so the values are too.
+    """
+    offsets, pieces = tf.map_fn(
+        lambda a: _draw(a[0], a[1], height, width, canvas_size,
+                        num_clutter, num_images),
+        (keys, index), fn_output_signature=(tf.int32, tf.int32),
+        parallel_iterations=64,
+    )
+    n = tf.shape(index)[0]
+    return (tf.reshape(offsets, [n, 2]),
+            tf.reshape(pieces, [n, num_clutter, 5]))
 
 
 def _to_float(images):
@@ -269,13 +307,13 @@ def clutter(images, canvas_size, num_clutter, seed=0, epoch=0,
     epoch = _check_int(name, "epoch", epoch, 0)
     index = tf.range(n, dtype=tf.int32)
     keys = _element_keys(seed, epoch, index)
-    offsets, pieces = tf.map_fn(
-        lambda a: _draw(a[0], a[1], height, width, canvas_size, num_clutter,
-                        n),
-        (keys, index),
-        fn_output_signature=(tf.int32, tf.int32),
-    )
-    pieces = tf.reshape(pieces, [n, num_clutter, 5])
+    if n:
+        offsets, pieces = _draw_all(keys, index, height, width, canvas_size,
+                                    num_clutter, n)
+    else:  # map_fn cannot stack zero elements of a shape known at run time
+        offsets = tf.zeros([0, 2], tf.int32)
+        pieces = tf.zeros([0, num_clutter, 5], tf.int32)
+    pieces = tf.ensure_shape(pieces, [n, num_clutter, 5])
     canvas = _render(pool, index, offsets, pieces, canvas_size, height,
                      width)[..., None].numpy()
     if return_params:
@@ -420,8 +458,8 @@ def ram_task(name, split="train", batch_size=64, seed=0,
                 order, _epoch_key(seed, key_epoch, _ORDER_STREAM)
             )
         placement = _epoch_key(seed, key_epoch, _PLACEMENT_STREAM)
-        return tf.data.Dataset.from_tensor_slices(order).map(
-            lambda i: (i, _element_key(placement, i))
+        return tf.data.Dataset.from_tensor_slices(
+            (order, _fold_in_indices(placement, order))
         )
 
     def draw(index, key):
