@@ -284,17 +284,6 @@ def test_traced_draws_equal_per_element_draws(test_split):
         np.testing.assert_array_equal(params["pieces"][i], pieces.numpy())
 
 
-def test_clutter_on_a_full_split_is_fast():
-    # Drawing was one eager op per element (~160 s for 10,000 images on a
-    # loaded 2-core machine); traced and vectorised it takes seconds.
-    images, _ = load_fashion_mnist("train")
-    clutter(images[:100], 60, 4)  # trace once
-    start = time.perf_counter()
-    canvas = clutter(images[:10000], 60, 4)
-    assert time.perf_counter() - start < 60.0
-    assert canvas.shape == (10000, 60, 60, 1)
-
-
 def test_translate_no_images():
     canvas, params = translate(np.zeros((0, 28, 28), np.uint8), 60,
                                return_params=True)
