@@ -474,6 +474,9 @@ def _rows(piece_name, profile, seeds, results):
             "params": {arm: results[(arm, seeds[0])]["params"]
                        for arm in ("attention", baseline)},
             "wall_seconds": wall,
+            "seed_seconds": [sum(results[(arm, s)]["seconds"]
+                                 for arm in ("attention", baseline))
+                             for s in seeds],
             "curves": {
                 "attention": [results[("attention", s)]["loss"]
                               for s in seeds],
@@ -552,23 +555,86 @@ def _picture(piece_name, profile, results, img_dir):
     return path
 
 
+# What must agree for seeds of two runs of a piece to be pooled in one row.
+_SAME_SETTING = ("task", "model", "map", "epochs", "train_images",
+                 "test_images", "batch_size", "learning_rate", "baseline_arm")
+
+
+def _merge_seeds(old, new):
+    """`new` with `old`'s other seeds added, when both ran the same setting.
+
+    Every list aligned with `seeds` (at the top level or one dict down,
+    e.g. `curves["attention"]`) is merged seed by seed; `new` wins for a
+    seed in both. Entries without seeds (the floors) are replaced.
+    """
+    if (old is None or not new.get("seeds") or not old.get("seeds")
+            or any(old.get(k) != new.get(k) for k in _SAME_SETTING)):
+        return new
+    seeds = sorted(set(old["seeds"]) | set(new["seeds"]))
+
+    def merged(a, b):  # a: old value, b: new value
+        if isinstance(b, dict) and isinstance(a, dict):
+            return {k: merged(a.get(k), v) for k, v in b.items()}
+        if (isinstance(b, list) and isinstance(a, list)
+                and len(b) == len(new["seeds"])
+                and len(a) == len(old["seeds"])):
+            return [b[new["seeds"].index(s)] if s in new["seeds"]
+                    else a[old["seeds"].index(s)] for s in seeds]
+        return b
+
+    result = {k: merged(old.get(k), v) for k, v in new.items() if k != "seeds"}
+    result["seeds"] = seeds
+    if "seed_seconds" in result:
+        result["wall_seconds"] = float(sum(result["seed_seconds"]))
+    return result
+
+
+def _entry_key(entry):
+    return (entry.get("piece"), entry.get("profile"), entry.get("model"),
+            entry.get("map"), entry.get("baseline_arm"))
+
+
+def finished_seeds(path, piece_name, profile):
+    """Seeds of `piece_name` already in `path` at the piece's current
+    setting (what `--resume` skips)."""
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        rows = json.load(f).get("rows", [])
+    piece = PIECES[piece_name]
+    budget = SMOKE if profile == "smoke" else piece.full
+    seeds = None
+    for row in rows:
+        if (row.get("piece"), row.get("profile")) != (piece_name, profile):
+            continue
+        if (row.get("epochs"), row.get("train_images"),
+                row.get("learning_rate")) != (budget.epochs,
+                                              budget.train_images, piece.lr):
+            continue
+        found = set(row.get("seeds", []))
+        seeds = found if seeds is None else seeds & found
+    return seeds or set()
+
+
 def write_results(path, piece_name, profile, rows, localization,
                   picture=None):
-    """Merge one piece's rows into `path`, replacing that piece's rows of
-    the same profile and nothing else."""
+    """Merge one piece's rows into `path`: its entries of the same profile
+    are replaced, except that seeds an earlier run of the same setting
+    finished and this one did not run are kept (`_merge_seeds`)."""
     with _locked(path):
         data = {"rows": [], "localization": [], "pictures": {}}
         if os.path.exists(path):
             with open(path) as f:
                 data.update(json.load(f))
 
-        def other(entry):
-            return (entry.get("piece"), entry.get("profile")) != (
+        def mine(entry):
+            return (entry.get("piece"), entry.get("profile")) == (
                 piece_name, profile)
 
-        data["rows"] = [r for r in data["rows"] if other(r)] + rows
-        data["localization"] = [
-            e for e in data["localization"] if other(e)] + localization
+        for key, new in (("rows", rows), ("localization", localization)):
+            old = {_entry_key(e): e for e in data[key] if mine(e)}
+            data[key] = [e for e in data[key] if not mine(e)] + [
+                _merge_seeds(old.get(_entry_key(e)), e) for e in new]
         if picture:
             data["pictures"][piece_name] = os.path.relpath(
                 picture, os.path.dirname(os.path.dirname(RESULTS)))
@@ -603,7 +669,7 @@ def run_piece(piece_name, profile, seeds, jobs, path, img_dir):
             if s not in done and all((a, s) in results for a in arms):
                 done.append(s)
                 picture = None
-                if s == min(seeds) or profile == "smoke":
+                if s == 0 or profile == "smoke":  # run_arm keeps its maps
                     picture = _picture(piece_name, profile, results, img_dir)
                 rows, localization = _rows(piece_name, profile, sorted(done),
                                            results)
@@ -648,6 +714,9 @@ def parse_args(argv=None):
                         "fidelity.json, fidelity_smoke.json for smoke)")
     p.add_argument("--img-dir", default=None,
                    help="where map pictures go (default docs/img)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip seeds the results file already has for the "
+                        "piece at its current budget")
     p.add_argument("--list", action="store_true",
                    help="print the pieces and their budgets, run nothing")
     args = p.parse_args(argv)
@@ -673,7 +742,13 @@ def main(argv=None):
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     for name in pieces:
         start = time.perf_counter()
-        run_piece(name, args.profile, seeds, args.jobs, path, img_dir)
+        todo = seeds
+        if args.resume:
+            done = finished_seeds(path, name, args.profile)
+            todo = [s for s in seeds if s not in done]
+            print(f"[{name}] already finished: seeds {sorted(done)}")
+        if todo:
+            run_piece(name, args.profile, todo, args.jobs, path, img_dir)
         print(f"[{name}] {time.perf_counter() - start:.0f} s", flush=True)
     return path
 

@@ -5,6 +5,7 @@ pieces, keeping the seeds a killed run finished) is tested with a stand-in
 for the training.
 """
 
+import dataclasses
 import json
 
 import pytest
@@ -60,19 +61,43 @@ def test_smoke_pair_writes_the_schema(tmp_path):
 def test_pieces_replace_only_their_own_rows(tmp_path):
     path = str(tmp_path / "f.json")
     results = {(arm, s): _fake_result(arm, s)
-               for arm in ("attention", "baseline") for s in (0, 1)}
+               for arm in ("attention", "baseline") for s in (0, 1, 2)}
     rows, _ = fidelity._rows("se", "full", [0, 1], results)
     fidelity.write_results(path, "se", "full", rows, [])
     rows, _ = fidelity._rows("cbam", "full", [0], results)
     fidelity.write_results(path, "cbam", "full", rows, [])
-    rows, _ = fidelity._rows("se", "full", [0], results)
+    # A later run of seeds 1 and 2 (seed 1 now scores differently).
+    results[("attention", 1)]["test_accuracy"] = 0.99
+    rows, _ = fidelity._rows("se", "full", [1, 2], results)
     fidelity.write_results(path, "se", "full", rows, [])
     data = json.loads(open(path).read())
     by_piece = {r["piece"]: r for r in data["rows"]}
     assert set(by_piece) == {"se", "cbam"}
-    assert by_piece["se"]["seeds"] == [0]  # replaced, not appended
-    assert by_piece["se"]["attention"] == pytest.approx([0.6])
-    assert by_piece["se"]["baseline"] == pytest.approx([0.5])
+    se = by_piece["se"]
+    assert se["seeds"] == [0, 1, 2]
+    assert se["attention"] == pytest.approx([0.6, 0.99, 0.62])
+    assert se["baseline"] == pytest.approx([0.5, 0.51, 0.52])
+    assert len(se["curves"]["attention"]) == 3
+    assert se["wall_seconds"] == pytest.approx(3 * 3.0)
+    assert fidelity.finished_seeds(path, "se", "full") == {0, 1, 2}
+    assert fidelity.finished_seeds(path, "cbam", "full") == {0}
+    assert by_piece["cbam"]["seeds"] == [0]
+
+
+def test_a_changed_budget_replaces_the_old_seeds(tmp_path, monkeypatch):
+    path = str(tmp_path / "f.json")
+    results = {(arm, s): _fake_result(arm, s)
+               for arm in ("attention", "baseline") for s in (0, 1)}
+    rows, _ = fidelity._rows("se", "full", [0, 1], results)
+    fidelity.write_results(path, "se", "full", rows, [])
+    budget = fidelity.Budget(100, 10, 1)
+    monkeypatch.setitem(fidelity.PIECES, "se", dataclasses.replace(
+        fidelity.PIECES["se"], full=budget))
+    assert fidelity.finished_seeds(path, "se", "full") == set()
+    rows, _ = fidelity._rows("se", "full", [1], results)
+    fidelity.write_results(path, "se", "full", rows, [])
+    (row,) = json.loads(open(path).read())["rows"]
+    assert row["seeds"] == [1] and row["epochs"] == 1
 
 
 def test_a_killed_piece_keeps_the_seeds_it_finished(tmp_path, monkeypatch):
