@@ -326,6 +326,7 @@ def _localize(piece, arm, model, images, boxes):
             hits = loc.glimpse_hits(locations, boxes, size)
             scores["glimpses"] = {"glimpse_hits": float(np.mean(hits))}
         return scores, panels
+    theta = None
     if arm == "attention" and piece.build == "stn":
         from keras_attn.models import attention_model
 
@@ -346,8 +347,33 @@ def _localize(piece, arm, model, images, boxes):
     if layer is not None:
         from keras_attn.viz import grad_cam
 
-        add(f"grad_cam({layer})", grad_cam(model, images, layer))
+        cam = grad_cam(model, images, layer)
+        if theta is not None:
+            # The CNN behind a transformer sees the warped image: bring its
+            # map back to the input's frame before comparing with the box.
+            cam = to_input_frame(cam, theta)
+        add(f"grad_cam({layer})", cam)
     return scores, panels
+
+
+def to_input_frame(maps, theta):
+    """Maps `(N, h, w)` over a spatial transformer's output, resampled onto
+    its input's pixels: input point `p` shows the output point that reads
+    `p`, `theta^-1 p` (zero where no output point does)."""
+    from keras import ops
+
+    from keras_attn.ops import affine_grid
+    from keras_attn.ops import bilinear_sample
+
+    theta = np.asarray(theta, "float64")
+    linear = np.linalg.inv(theta[:, :, :2])
+    inverse = np.concatenate(
+        [linear, -linear @ theta[:, :, 2:]], axis=-1).astype("float32")
+    height, width = maps.shape[1:3]
+    grid = affine_grid(ops.convert_to_tensor(inverse), height, width)
+    out = bilinear_sample(
+        ops.convert_to_tensor(np.asarray(maps, "float32")[..., None]), grid)
+    return np.asarray(ops.convert_to_numpy(out))[..., 0]
 
 
 def run_arm(piece_name, arm, seed, profile):

@@ -148,3 +148,22 @@ def test_precise_batch_norm_averages_the_batch_statistics():
         keras.ops.convert_to_numpy(layer.moving_variance),
         batches.var(1).mean(0), rtol=1e-3)
     assert layer.momentum == 0.99
+
+
+def test_maps_behind_a_transformer_go_back_to_the_input_frame():
+    import numpy as np
+
+    # theta zooms on the top-left quarter: output pixel (0, 0) reads input
+    # pixel (0, 0), output (8, 8) reads input (4, 4).
+    theta = np.array([[[0.5, 0.0, -0.5], [0.0, 0.5, -0.5]]], "float32")
+    maps = np.zeros((1, 9, 9), "float32")
+    maps[0, 8, 8] = 1.0
+    back = fidelity.to_input_frame(maps, theta)
+    assert back.shape == (1, 9, 9)
+    assert np.unravel_index(back[0].argmax(), (9, 9)) == (4, 4)
+    assert back[0, 5:, :].max() == 0.0 and back[0, :, 5:].max() == 0.0
+    identity = np.array([[[1.0, 0, 0], [0, 1.0, 0]]], "float32")
+    rng = np.random.default_rng(0)
+    maps = rng.random((1, 9, 9)).astype("float32")
+    np.testing.assert_allclose(fidelity.to_input_frame(maps, identity), maps,
+                               atol=1e-6)
