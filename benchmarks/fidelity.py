@@ -611,8 +611,11 @@ def _merge_seeds(old, new):
 
     result = {k: merged(old.get(k), v) for k, v in new.items() if k != "seeds"}
     result["seeds"] = seeds
-    if "seed_seconds" in result:
+    if len(result.get("seed_seconds", [])) == len(seeds):
         result["wall_seconds"] = float(sum(result["seed_seconds"]))
+    elif "wall_seconds" in new:  # an older file without per-seed times
+        result["wall_seconds"] = float(old.get("wall_seconds", 0.0)
+                                       + new["wall_seconds"])
     return result
 
 
