@@ -74,6 +74,9 @@ class Piece:
     jit: bool = True
     notes: str = ""
 
+    def budget(self, profile):
+        return SMOKE if profile == "smoke" else self.full
+
 
 SMOKE = Budget(256, 64, 1, batch_size=32, steps_per_epoch=2)
 
@@ -382,7 +385,7 @@ def run_arm(piece_name, arm, seed, profile):
     import keras
 
     piece = PIECES[piece_name]
-    budget = SMOKE if profile == "smoke" else piece.full
+    budget = piece.budget(profile)
     ram = piece.build == "ram" and arm == "attention"
     keras.utils.set_random_seed(seed)
     train_x, train_y = _source("train", budget.train_images)
@@ -467,7 +470,7 @@ def _machine():
 def _rows(piece_name, profile, seeds, results):
     """JSON rows and localisation entries of the finished `seeds`."""
     piece = PIECES[piece_name]
-    budget = SMOKE if profile == "smoke" else piece.full
+    budget = piece.budget(profile)
     rows, localization = [], []
     arms = ("attention", *piece.baselines)
     for baseline in piece.baselines:
@@ -537,7 +540,7 @@ def _floors(piece_name, profile):
     from benchmarks import _localization as loc
 
     piece = PIECES[piece_name]
-    budget = SMOKE if profile == "smoke" else piece.full
+    budget = piece.budget(profile)
     if piece.task == "fashion_mnist":
         return []
     images, _ = _source("test", budget.test_images)
@@ -572,7 +575,7 @@ def _picture(piece_name, profile, results, img_dir):
     if not panels:
         return None
     piece = PIECES[piece_name]
-    budget = SMOKE if profile == "smoke" else piece.full
+    budget = piece.budget(profile)
     images, _ = _source("test", min(PICTURE_IMAGES, budget.test_images))
     canvases, boxes = _canvases(piece.task, images, TEST_SEED, 0)
     os.makedirs(img_dir, exist_ok=True)
@@ -632,7 +635,7 @@ def finished_seeds(path, piece_name, profile):
     with open(path) as f:
         rows = json.load(f).get("rows", [])
     piece = PIECES[piece_name]
-    budget = SMOKE if profile == "smoke" else piece.full
+    budget = piece.budget(profile)
     seeds = None
     for row in rows:
         if (row.get("piece"), row.get("profile")) != (piece_name, profile):
