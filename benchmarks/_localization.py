@@ -63,13 +63,19 @@ def _check_size(function, argument, size):
     return int(size[0]), int(size[1])
 
 
+def _stack(function, argument, array, expected):
+    """`array` as float64 `(N, h, w)` (a trailing channel of 1 dropped)."""
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3 or 0 in array.shape:
+        _fail(function, argument, f"array of shape {array.shape}", expected)
+    return array
+
+
 def _check_maps(function, maps):
-    maps = np.asarray(maps, dtype=np.float64)
-    if maps.ndim == 4 and maps.shape[-1] == 1:
-        maps = maps[..., 0]
-    if maps.ndim != 3 or 0 in maps.shape:
-        _fail(function, "maps", f"array of shape {maps.shape}",
-              "shape (N, h, w) or (N, h, w, 1): one map per image")
+    maps = _stack(function, "maps", maps,
+                  "shape (N, h, w) or (N, h, w, 1): one map per image")
     if not np.all(np.isfinite(maps)):
         _fail(function, "maps", "non-finite values", "finite numbers")
     return maps
@@ -420,12 +426,7 @@ def tight_boxes(images, offsets=None, threshold=0.1):
         ValueError: an image with no positive pixel (no object to box).
     """
     name = "tight_boxes"
-    images = np.asarray(images, dtype=np.float64)
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.ndim != 3 or 0 in images.shape:
-        _fail(name, "images", f"array of shape {images.shape}",
-              "shape (N, h, w) or (N, h, w, 1)")
+    images = _stack(name, "images", images, "shape (N, h, w) or (N, h, w, 1)")
     if isinstance(threshold, bool) or not isinstance(
         threshold, (int, float, np.number)
     ) or not 0 <= threshold < 1:
