@@ -24,7 +24,7 @@ def _imported_roots(path):
             yield node.module.split(".")[0]
 
 
-@pytest.mark.parametrize("package", ["layers", "models", "ops"])
+@pytest.mark.parametrize("package", ["layers", "models", "ops", "utils"])
 def test_layer_and_model_modules_use_keras_only(package):
     offenders = {
         str(path.relative_to(ROOT)): sorted(

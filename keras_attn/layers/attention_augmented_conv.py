@@ -76,7 +76,7 @@ import math
 import keras
 from keras import ops
 
-from keras_attn.layers import _utils
+from keras_attn.utils import validation
 
 _NAME = "AttentionAugmentedConv2D"
 DEFAULT_RELATIVE_SIZE = 16
@@ -85,15 +85,16 @@ DEFAULT_RELATIVE_SIZE = 16
 def _resolve_depth(argument, value, filters):
     """An int depth as is; a float as a fraction of `filters`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _utils.fail(
+        validation.fail(
             _NAME, argument, value,
             "an integer number of channels or a float fraction of `filters`",
         )
     if isinstance(value, float):
         if not value > 0:
-            _utils.fail(_NAME, argument, value, "a fraction > 0 of `filters`")
+            validation.fail(_NAME, argument, value,
+                            "a fraction > 0 of `filters`")
         return int(round(value * filters))
-    return _utils.check_positive_int(_NAME, argument, value)
+    return validation.check_positive_int(_NAME, argument, value)
 
 
 def rel_to_abs(x):
@@ -352,26 +353,26 @@ class AttentionAugmentedConv2D(keras.layers.Layer):
         relative_size=None,
         **kwargs,
     ):
-        _utils.check_positive_int(_NAME, "filters", filters, minimum=2)
-        _utils.check_odd_kernel(_NAME, "kernel_size", kernel_size)
-        _utils.check_positive_int(_NAME, "num_heads", num_heads)
-        _utils.check_bool(_NAME, "relative", relative)
-        _utils.check_positive_int(_NAME, "strides", strides)
+        validation.check_positive_int(_NAME, "filters", filters, minimum=2)
+        validation.check_odd_kernel(_NAME, "kernel_size", kernel_size)
+        validation.check_positive_int(_NAME, "num_heads", num_heads)
+        validation.check_bool(_NAME, "relative", relative)
+        validation.check_positive_int(_NAME, "strides", strides)
         dk = _resolve_depth("key_depth", key_depth, filters)
         dv = _resolve_depth("value_depth", value_depth, filters)
         if dk < num_heads or dk % num_heads:
-            _utils.fail(
+            validation.fail(
                 _NAME, "key_depth", key_depth,
                 f"a multiple of num_heads={num_heads} (resolved dk={dk})",
             )
         if not 0 < dv < filters:
-            _utils.fail(
+            validation.fail(
                 _NAME, "value_depth", value_depth,
                 f"0 < dv < filters={filters} so that the conv keeps at "
                 f"least one channel (resolved dv={dv})",
             )
         if dv % num_heads:
-            _utils.fail(
+            validation.fail(
                 _NAME, "value_depth", value_depth,
                 f"a multiple of num_heads={num_heads} (resolved dv={dv})",
             )
@@ -379,12 +380,12 @@ class AttentionAugmentedConv2D(keras.layers.Layer):
             if not isinstance(relative_size, (list, tuple)) or len(
                 relative_size
             ) != 2:
-                _utils.fail(
+                validation.fail(
                     _NAME, "relative_size", relative_size,
                     "None or a pair (height, width) of integers >= 1",
                 )
             for value in relative_size:
-                _utils.check_positive_int(_NAME, "relative_size", value)
+                validation.check_positive_int(_NAME, "relative_size", value)
             relative_size = tuple(relative_size)
         super().__init__(**kwargs)
         self.filters = filters
@@ -405,7 +406,7 @@ class AttentionAugmentedConv2D(keras.layers.Layer):
         return down(height), down(width)
 
     def build(self, input_shape):
-        _utils.check_image_shape(self, input_shape)
+        validation.check_image_shape(self, input_shape)
         input_shape = tuple(input_shape)
         dk, dv = self.key_channels, self.value_channels
         self.conv = keras.layers.Conv2D(

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import keras
 
-from keras_attn.layers import _utils
 from keras_attn.layers.cbam import CBAM
 from keras_attn.layers.cbam import ChannelAttention
 from keras_attn.layers.cbam import SpatialAttention
 from keras_attn.layers.squeeze_excite import SqueezeExcite
+from keras_attn.utils import validation
 
 _REGISTRY = {
     "se": SqueezeExcite,
@@ -27,6 +27,15 @@ _REGISTRY = {
 def available_attentions():
     """The registered attention names, sorted."""
     return sorted(_REGISTRY)
+
+
+def registered_name(layer_class):
+    """The name `layer_class` is registered under (`SqueezeExcite` ->
+    `"se"`), or `None` for a class not in the registry."""
+    for name, registered in _REGISTRY.items():
+        if registered is layer_class:
+            return name
+    return None
 
 
 def get_attention(identifier, **kwargs):
@@ -66,7 +75,7 @@ def get_attention(identifier, **kwargs):
     if isinstance(identifier, str):
         cls = _REGISTRY.get(identifier.lower())
         if cls is None:
-            _utils.fail(
+            validation.fail(
                 "get_attention",
                 "identifier",
                 identifier,
@@ -83,7 +92,7 @@ def get_attention(identifier, **kwargs):
         config.pop("name", None)
         config.update(kwargs)
         return type(identifier).from_config(config)
-    _utils.fail(
+    validation.fail(
         "get_attention",
         "identifier",
         identifier,

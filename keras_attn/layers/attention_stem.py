@@ -41,8 +41,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attn.layers import _utils
-from keras_attn.layers.local_self_attention import _MASK_LOGIT
+from keras_attn.layers._numerics import MASK_LOGIT
+from keras_attn.utils import validation
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -89,16 +89,16 @@ class AttentionStem(keras.layers.Layer):
 
     def __init__(self, filters, kernel_size=4, num_mixtures=4, **kwargs):
         name = "AttentionStem"
-        _utils.check_positive_int(name, "filters", filters)
-        _utils.check_positive_int(name, "kernel_size", kernel_size)
-        _utils.check_positive_int(name, "num_mixtures", num_mixtures)
+        validation.check_positive_int(name, "filters", filters)
+        validation.check_positive_int(name, "kernel_size", kernel_size)
+        validation.check_positive_int(name, "num_mixtures", num_mixtures)
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.num_mixtures = num_mixtures
 
     def build(self, input_shape):
-        channels = _utils.check_image_shape(self, input_shape)
+        channels = validation.check_image_shape(self, input_shape)
         shape = (*tuple(input_shape)[:3], channels)
         widths = {
             "query": self.filters,
@@ -179,7 +179,7 @@ class AttentionStem(keras.layers.Layer):
         valid = self._blocks(inside, rows, cols)  # (rows*cols, k*k, 1)
         valid = ops.reshape(valid, (1, rows * cols, 1, k * k))
         logits = ops.reshape(logits, (-1, rows * cols, k * k, k * k))
-        logits = ops.where(valid > 0.5, logits, _MASK_LOGIT)
+        logits = ops.where(valid > 0.5, logits, MASK_LOGIT)
         # A block always holds its own query pixel, so the maximum is a real
         # logit for every pixel inside the image; `* valid` makes masked
         # weights exactly 0.

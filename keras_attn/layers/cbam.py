@@ -45,7 +45,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_attn.layers import _utils
+from keras_attn.layers import _numerics
+from keras_attn.utils import validation
 
 # Largest height and width for which `SpatialAttention` replaces its conv by
 # banded matrix products. Their cost per pixel grows with the size (the conv's
@@ -111,14 +112,15 @@ class ChannelAttention(keras.layers.Layer):
     """
 
     def __init__(self, reduction=16, use_bias=True, **kwargs):
-        _utils.check_positive_int("ChannelAttention", "reduction", reduction)
-        _utils.check_bool("ChannelAttention", "use_bias", use_bias)
+        validation.check_positive_int("ChannelAttention", "reduction",
+                                      reduction)
+        validation.check_bool("ChannelAttention", "use_bias", use_bias)
         super().__init__(**kwargs)
         self.reduction = reduction
         self.use_bias = use_bias
 
     def build(self, input_shape):
-        channels = _utils.check_image_shape(self, input_shape)
+        channels = validation.check_image_shape(self, input_shape)
         hidden = max(1, channels // self.reduction)
         self.mlp_hidden = keras.layers.Dense(
             hidden,
@@ -148,7 +150,7 @@ class ChannelAttention(keras.layers.Layer):
         # count (forward and backward); the sum stays MLP(avg) + MLP(max).
         both = ops.cast(self._mlp(ops.stack([avg, mx])), "float32")
         logits = both[0] + both[1]  # (B, C)
-        channel_map = _utils.sigmoid_f32(logits)  # (B, C) float32
+        channel_map = _numerics.sigmoid_f32(logits)  # (B, C) float32
         scale = ops.cast(channel_map, inputs.dtype)[:, None, None, :]
         outputs = inputs * scale
         if return_attention:
@@ -207,12 +209,13 @@ class SpatialAttention(keras.layers.Layer):
     """
 
     def __init__(self, kernel_size=7, **kwargs):
-        _utils.check_odd_kernel("SpatialAttention", "kernel_size", kernel_size)
+        validation.check_odd_kernel("SpatialAttention", "kernel_size",
+                                    kernel_size)
         super().__init__(**kwargs)
         self.kernel_size = kernel_size
 
     def build(self, input_shape):
-        _utils.check_image_shape(self, input_shape)
+        validation.check_image_shape(self, input_shape)
         self.conv = keras.layers.Conv2D(
             1,
             self.kernel_size,
@@ -260,7 +263,7 @@ class SpatialAttention(keras.layers.Layer):
             mx = ops.max(x32, axis=-1, keepdims=True)  # (B, H, W, 1)
             descriptor = ops.concatenate([avg, mx], axis=-1)  # (B, H, W, 2)
             logits = self.conv(descriptor)[..., 0]  # (B, H, W)
-        spatial_map = _utils.sigmoid_f32(logits)  # (B, H, W) float32
+        spatial_map = _numerics.sigmoid_f32(logits)  # (B, H, W) float32
         scale = ops.cast(spatial_map, inputs.dtype)[..., None]  # (B,H,W,1)
         outputs = inputs * scale
         if return_attention:
@@ -321,14 +324,14 @@ class CBAM(keras.layers.Layer):
     """
 
     def __init__(self, reduction=16, kernel_size=7, **kwargs):
-        _utils.check_positive_int("CBAM", "reduction", reduction)
-        _utils.check_odd_kernel("CBAM", "kernel_size", kernel_size)
+        validation.check_positive_int("CBAM", "reduction", reduction)
+        validation.check_odd_kernel("CBAM", "kernel_size", kernel_size)
         super().__init__(**kwargs)
         self.reduction = reduction
         self.kernel_size = kernel_size
 
     def build(self, input_shape):
-        _utils.check_image_shape(self, input_shape)
+        validation.check_image_shape(self, input_shape)
         self.channel_attention = ChannelAttention(
             reduction=self.reduction,
             dtype=self.dtype_policy,

@@ -37,10 +37,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attn.layers._utils import check_choice
-from keras_attn.layers._utils import check_image_shape
-from keras_attn.layers._utils import fail
-from keras_attn.layers._utils import spatial_softmax_f32
+from keras_attn.layers._numerics import spatial_softmax_f32
+from keras_attn.utils.validation import check_choice
+from keras_attn.utils.validation import check_image_shape
+from keras_attn.utils.validation import fail
 
 COMPATIBILITIES = ("pc", "dp")
 NORMALIZATIONS = ("softmax", "sigmoid")

@@ -52,12 +52,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_attn.layers import _utils
-
-# Added to the logits of neighbours outside the window or the image. Far
-# below any finite float32 logit the layer can produce, yet finite, so that
-# no `inf - inf` appears: a masked weight is `exp(-1e30 - max)`, exactly 0.
-_MASK_LOGIT = -1e30
+from keras_attn.layers._numerics import MASK_LOGIT
+from keras_attn.utils import validation
 
 # Query block side `b`: the fastest of 3, 4, 6, 8 for k=7 and close to the
 # best of 2, 3, 4 for k=3 and 5, on 2 CPU cores at 2x56x56x64 with 8 heads
@@ -165,23 +161,23 @@ class LocalSelfAttention2D(keras.layers.Layer):
         **kwargs,
     ):
         name = "LocalSelfAttention2D"
-        _utils.check_positive_int(name, "filters", filters)
-        _utils.check_odd_kernel(name, "kernel_size", kernel_size)
-        _utils.check_positive_int(name, "num_heads", num_heads)
-        _utils.check_positive_int(name, "strides", strides)
-        _utils.check_choice(name, "strides", strides, (1, 2))
-        _utils.check_bool(name, "relative", relative)
+        validation.check_positive_int(name, "filters", filters)
+        validation.check_odd_kernel(name, "kernel_size", kernel_size)
+        validation.check_positive_int(name, "num_heads", num_heads)
+        validation.check_positive_int(name, "strides", strides)
+        validation.check_choice(name, "strides", strides, (1, 2))
+        validation.check_bool(name, "relative", relative)
         if block_size is not None:
-            _utils.check_positive_int(name, "block_size", block_size)
+            validation.check_positive_int(name, "block_size", block_size)
         if filters % num_heads:
-            _utils.fail(
+            validation.fail(
                 name,
                 "filters",
                 filters,
                 f"a multiple of num_heads={num_heads}",
             )
         if relative and filters % 2:
-            _utils.fail(
+            validation.fail(
                 name,
                 "filters",
                 filters,
@@ -197,7 +193,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
         self.block_size = block_size
 
     def build(self, input_shape):
-        channels = _utils.check_image_shape(self, input_shape)
+        channels = validation.check_image_shape(self, input_shape)
         shape = tuple(input_shape)
         for role in ("query", "key", "value"):
             conv = keras.layers.Conv2D(
@@ -253,7 +249,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
     def _window_bias(self, size, block, blocks):
         """`(1, blocks, 1, block * k)` float32: 0 where offset `a` of the
         query at position `i` of block `n` lands inside the image
-        (`0 <= n*block + i + a - k//2 < size`), `_MASK_LOGIT` elsewhere.
+        (`0 <= n*block + i + a - k//2 < size`), `MASK_LOGIT` elsewhere.
         Index arithmetic only, no data."""
         k = self.kernel_size
         n = ops.arange(blocks, dtype="int32")[:, None, None]
@@ -261,7 +257,7 @@ class LocalSelfAttention2D(keras.layers.Layer):
         a = ops.arange(k, dtype="int32")[None, None, :]
         pos = n * block + i + a - k // 2
         inside = ops.logical_and(pos >= 0, pos < size)
-        bias = ops.where(inside, 0.0, _MASK_LOGIT)
+        bias = ops.where(inside, 0.0, MASK_LOGIT)
         return ops.reshape(ops.cast(bias, "float32"),
                            (1, blocks, 1, block * k))
 
@@ -347,13 +343,13 @@ class LocalSelfAttention2D(keras.layers.Layer):
         rel_rows = ops.transpose(rel_rows, (0, 1, 3, 2, 4))
         rel_rows = ops.reshape(rel_rows, (-1, rows, bw, bh * k))
         rel_rows = rel_rows + self._window_bias(height, bh, rows)
-        rel_rows = _skew(ops.reshape(rel_rows, (-1, bh, k)), _MASK_LOGIT)
+        rel_rows = _skew(ops.reshape(rel_rows, (-1, bh, k)), MASK_LOGIT)
         rel_rows = ops.reshape(rel_rows, (groups * cols, rows, bw, bh, hh))
         rel_rows = ops.transpose(rel_rows, (0, 1, 3, 2, 4))
         rel_rows = ops.reshape(rel_rows, (-1, hh, 1))
         rel_cols = ops.reshape(rel_cols, (groups, cols, -1, bw * k))
         rel_cols = rel_cols + self._window_bias(width, bw, cols)
-        rel_cols = _skew(ops.reshape(rel_cols, (-1, bw, k)), _MASK_LOGIT)
+        rel_cols = _skew(ops.reshape(rel_cols, (-1, bw, k)), MASK_LOGIT)
         rel_cols = ops.reshape(rel_cols, (-1, 1, hw))
 
         # A transpose of the last two axes folds into the matmul (TF's

@@ -35,13 +35,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attn.layers._utils import check_bool
-from keras_attn.layers._utils import check_choice
-from keras_attn.layers._utils import check_image_shape
-from keras_attn.layers._utils import check_positive_int
-from keras_attn.layers._utils import fail
 from keras_attn.layers.residual_unit import PreActBottleneck
-from keras_attn.layers.residual_unit import _check_bottleneck_filters
+from keras_attn.layers.residual_unit import check_bottleneck_filters
+from keras_attn.utils.validation import check_bool
+from keras_attn.utils.validation import check_choice
+from keras_attn.utils.validation import check_image_shape
+from keras_attn.utils.validation import check_positive_int
+from keras_attn.utils.validation import fail
 
 MASK_ACTIVATIONS = ("mixed", "channel", "spatial")
 # Keeps the channel-wise L2 norm and the spatial standard deviation away
@@ -145,7 +145,7 @@ class ResidualAttentionModule(keras.layers.Layer):
         naive=False,
         **kwargs,
     ):
-        _check_bottleneck_filters(self, filters)
+        check_bottleneck_filters(self, filters)
         check_positive_int(self, "p", p, minimum=0)
         check_positive_int(self, "t", t, minimum=1)
         check_positive_int(self, "r", r, minimum=1)

@@ -21,12 +21,15 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attn.layers._utils import check_image_shape
-from keras_attn.layers._utils import check_positive_int
-from keras_attn.layers._utils import fail
+from keras_attn.utils.validation import check_image_shape
+from keras_attn.utils.validation import check_positive_int
+from keras_attn.utils.validation import fail
 
 
-def _check_bottleneck_filters(layer, filters):
+def check_bottleneck_filters(layer, filters):
+    """`filters` of a `PreActBottleneck`: an integer >= 4 divisible by 4,
+    since the bottleneck runs at `filters // 4` channels. `layer` names the
+    caller in the error (see `keras_attn.utils.validation.fail`)."""
     check_positive_int(layer, "filters", filters, minimum=4)
     if filters % 4:
         fail(
@@ -84,7 +87,7 @@ class PreActBottleneck(keras.layers.Layer):
     """
 
     def __init__(self, filters, strides=1, **kwargs):
-        _check_bottleneck_filters(self, filters)
+        check_bottleneck_filters(self, filters)
         check_positive_int(self, "strides", strides)
         super().__init__(**kwargs)
         self.filters = filters

@@ -43,8 +43,8 @@ import keras
 from keras import ops
 
 from keras_attn import ops as attn_ops
-from keras_attn.layers import _utils
 from keras_attn.ops.spatial_sampling import PADDINGS
+from keras_attn.utils import validation
 
 TRANSFORMS = ("affine", "similarity", "translation_scale")
 _IDENTITY = {
@@ -66,7 +66,7 @@ def _check_output_size(name, value):
         )
     )
     if not ok:
-        _utils.fail(
+        validation.fail(
             name, "output_size", value, "None or (height, width), ints >= 1"
         )
     return tuple(value)
@@ -173,13 +173,13 @@ class SpatialTransformer(keras.layers.Layer):
         if localization is not None and not isinstance(
             localization, keras.layers.Layer
         ):
-            _utils.fail(
+            validation.fail(
                 name, "localization", localization,
                 "None or a Keras layer / model mapping images to (batch, F)",
             )
         output_size = _check_output_size(name, output_size)
-        _utils.check_choice(name, "transform", transform, TRANSFORMS)
-        _utils.check_choice(name, "padding", padding, PADDINGS)
+        validation.check_choice(name, "transform", transform, TRANSFORMS)
+        validation.check_choice(name, "padding", padding, PADDINGS)
         super().__init__(**kwargs)
         self.localization = localization
         self.output_size = output_size
@@ -197,9 +197,9 @@ class SpatialTransformer(keras.layers.Layer):
         return tuple(input_shape[1:3])
 
     def build(self, input_shape):
-        _utils.check_image_shape(self, input_shape)
+        validation.check_image_shape(self, input_shape)
         if self.output_size is None and None in tuple(input_shape[1:3]):
-            _utils.fail(
+            validation.fail(
                 self,
                 "output_size",
                 None,
@@ -215,7 +215,7 @@ class SpatialTransformer(keras.layers.Layer):
             self.localization.build(tuple(input_shape))
         features = self.localization.compute_output_shape(tuple(input_shape))
         if len(features) != 2 or features[-1] is None:
-            _utils.fail(
+            validation.fail(
                 self,
                 "localization",
                 f"a net with output shape {tuple(features)}",

@@ -25,7 +25,8 @@ import math
 import keras
 from keras import ops
 
-from keras_attn.layers import _utils
+from keras_attn.layers import _numerics
+from keras_attn.utils import validation
 
 
 def _serialize_activation(activation):
@@ -87,12 +88,12 @@ class SqueezeExcite(keras.layers.Layer):
         **kwargs,
     ):
         name = "SqueezeExcite"
-        _utils.check_positive_float(name, "ratio", ratio)
+        validation.check_positive_float(name, "ratio", ratio)
         if reduction is not None:
-            _utils.check_positive_int(name, "reduction", reduction)
-        _utils.check_activation(name, "activation", activation)
-        _utils.check_activation(name, "gate", gate)
-        _utils.check_bool(name, "use_bias", use_bias)
+            validation.check_positive_int(name, "reduction", reduction)
+        validation.check_activation(name, "activation", activation)
+        validation.check_activation(name, "gate", gate)
+        validation.check_bool(name, "use_bias", use_bias)
         super().__init__(**kwargs)
         self.ratio = ratio
         self.reduction = reduction
@@ -107,7 +108,7 @@ class SqueezeExcite(keras.layers.Layer):
         return max(1, int(math.floor(channels * self.ratio + 0.5)))
 
     def build(self, input_shape):
-        channels = _utils.check_image_shape(self, input_shape)
+        channels = validation.check_image_shape(self, input_shape)
         units = self.bottleneck_units(channels)
         self.reduce = keras.layers.Dense(
             units,
@@ -129,7 +130,7 @@ class SqueezeExcite(keras.layers.Layer):
         # Pool in float32: a float16 sum over H*W can overflow.
         squeezed = ops.mean(ops.cast(inputs, "float32"), axis=(1, 2))  # (B, C)
         logits = self.expand(self.reduce(squeezed))  # (B, C)
-        gate = _utils.gate_f32(self.gate, logits)  # (B, C) float32
+        gate = _numerics.gate_f32(self.gate, logits)  # (B, C) float32
         scale = ops.cast(gate, inputs.dtype)[:, None, None, :]  # (B,1,1,C)
         outputs = inputs * scale
         if return_attention:

@@ -1,10 +1,14 @@
-"""Pieces every model builder shares: input-shape checks and the head."""
+"""Pieces the model builders share: input-shape checks, conv-BN-ReLU and
+the classifier head."""
 
 from __future__ import annotations
 
 import keras
 
-from keras_attn.layers import _utils
+from keras_attn.utils import validation
+
+# torchvision's BN settings (momentum 0.1 there is 0.9 in Keras terms)
+BN = {"epsilon": 1e-5, "momentum": 0.9}
 
 
 def _is_size(value):
@@ -19,11 +23,11 @@ def check_input_shape(builder, input_shape):
         "channel count and positive (or None) height and width"
     )
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
-        _utils.fail(builder, "input_shape", input_shape, allowed)
+        validation.fail(builder, "input_shape", input_shape, allowed)
     height, width, channels = input_shape
     spatial_ok = all(d is None or _is_size(d) for d in (height, width))
     if not (spatial_ok and _is_size(channels)):
-        _utils.fail(builder, "input_shape", input_shape, allowed)
+        validation.fail(builder, "input_shape", input_shape, allowed)
     return tuple(input_shape)
 
 
@@ -36,3 +40,25 @@ def pooled_classifier(x, num_classes, pool_name="avg_pool"):
     return keras.layers.Activation(
         "softmax", dtype="float32", name="probabilities"
     )(x)
+
+
+def conv_bn(x, filters, kernel_size, strides, name, relu=True, conv=None):
+    """Conv, BN and optional ReLU, named `{name}_conv`, `{name}_bn` and
+    `{name}_relu`. `conv(x, filters, strides, name)`, if given, replaces the
+    plain convolution (how `aa_resnet` augments it)."""
+    if conv is not None:
+        x = conv(x, filters, strides, name)
+    else:
+        x = keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            kernel_initializer="he_normal",
+            name=f"{name}_conv",
+        )(x)
+    x = keras.layers.BatchNormalization(**BN, name=f"{name}_bn")(x)
+    if relu:
+        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    return x

@@ -49,11 +49,11 @@ from __future__ import annotations
 
 import keras
 
-from keras_attn.layers import _utils
 from keras_attn.layers.attention_augmented_conv import AttentionAugmentedConv2D
 from keras_attn.models import resnet as _resnet
 from keras_attn.models._common import check_input_shape
 from keras_attn.models._common import pooled_classifier
+from keras_attn.utils import validation
 
 _NAME = "aa_wide_resnet"
 _BN = {"epsilon": 1e-5, "momentum": 0.9}
@@ -61,10 +61,10 @@ _BN = {"epsilon": 1e-5, "momentum": 0.9}
 
 def _ratio(argument, value, upper=None, builder=_NAME):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _utils.fail(builder, argument, value, "a number > 0")
+        validation.fail(builder, argument, value, "a number > 0")
     if not value > 0 or (upper is not None and not value < upper):
         bound = f" and < {upper}" if upper is not None else ""
-        _utils.fail(builder, argument, value, f"a number > 0{bound}")
+        validation.fail(builder, argument, value, f"a number > 0{bound}")
     return float(value)
 
 
@@ -84,21 +84,21 @@ def _check_attention_arguments(builder, attention, key_ratio, value_ratio,
     """Validate the attention arguments shared by the AA builders; with
     `attention`, also that every augmented conv of `widths` filters keeps
     conv channels (`dv < filters`). `fix` ends that error's message."""
-    _utils.check_bool(builder, "attention", attention)
+    validation.check_bool(builder, "attention", attention)
     _ratio("key_ratio", key_ratio, builder=builder)
     _ratio("value_ratio", value_ratio, upper=1, builder=builder)
-    _utils.check_positive_int(builder, "num_heads", num_heads)
-    _utils.check_positive_int(
+    validation.check_positive_int(builder, "num_heads", num_heads)
+    validation.check_positive_int(
         builder, "min_key_dims_per_head", min_key_dims_per_head
     )
-    _utils.check_bool(builder, "relative", relative)
+    validation.check_bool(builder, "relative", relative)
     if not attention:
         return
     for filters in widths:
         _, dv = attention_depths(filters, key_ratio, value_ratio, num_heads,
                                  min_key_dims_per_head)
         if dv >= filters:
-            _utils.fail(
+            validation.fail(
                 builder, "value_ratio", value_ratio,
                 f"dv < filters in every augmented conv; dv={dv} (a multiple "
                 f"of num_heads={num_heads}) leaves no conv channels for "
@@ -190,21 +190,22 @@ def aa_wide_resnet(
     >>> model.output_shape  # (None, 100)
     """
     input_shape = check_input_shape(_NAME, input_shape)
-    _utils.check_positive_int(_NAME, "num_classes", num_classes)
+    validation.check_positive_int(_NAME, "num_classes", num_classes)
     if (
         isinstance(depth, bool)
         or not isinstance(depth, int)
         or depth < 10
         or (depth - 4) % 6
     ):
-        _utils.fail(_NAME, "depth", depth, "an integer 6n + 4 >= 10")
-    _utils.check_positive_int(_NAME, "width", width)
+        validation.fail(_NAME, "depth", depth, "an integer 6n + 4 >= 10")
+    validation.check_positive_int(_NAME, "width", width)
     if (
         isinstance(dropout_rate, bool)
         or not isinstance(dropout_rate, (int, float))
         or not 0 <= dropout_rate < 1
     ):
-        _utils.fail(_NAME, "dropout_rate", dropout_rate, "a number in [0, 1)")
+        validation.fail(_NAME, "dropout_rate", dropout_rate,
+                        "a number in [0, 1)")
     widths = (16 * width, 32 * width, 64 * width)
     _check_attention_arguments(
         _NAME, attention, key_ratio, value_ratio, num_heads,
@@ -317,11 +318,11 @@ def aa_resnet(
     """
     name_ = "aa_resnet"
     input_shape = check_input_shape(name_, input_shape)
-    _utils.check_positive_int(name_, "num_classes", num_classes)
+    validation.check_positive_int(name_, "num_classes", num_classes)
     depths = _resnet.supported_depths()
     if isinstance(depth, bool) or depth not in depths:
-        _utils.fail(name_, "depth", depth, f"one of {depths}")
-    plan = _resnet._stage_plan(depth)
+        validation.fail(name_, "depth", depth, f"one of {depths}")
+    plan = _resnet.stage_plan(depth)
     stages = tuple(range(1, len(plan) + 1))
     if augmented_stages is None:
         augmented_stages = stages[1:]
@@ -333,7 +334,7 @@ def aa_resnet(
         )
         or len(set(augmented_stages)) != len(augmented_stages)
     ):
-        _utils.fail(
+        validation.fail(
             name_, "augmented_stages", augmented_stages,
             f"a non-empty tuple of distinct stage numbers from {stages}",
         )

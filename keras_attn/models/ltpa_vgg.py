@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_attn.layers._utils import fail
 from keras_attn.layers.learn_to_pay_attention import LTPAAttention
+from keras_attn.utils.validation import fail
 
 _NAME = "ltpa_vgg"
 # VGG-16 conv widths, layers 1..13, then the two conv layers that feed g.

@@ -46,11 +46,11 @@ from __future__ import annotations
 
 import keras
 
-from keras_attn.layers._utils import fail
 from keras_attn.layers.residual_attention import MASK_ACTIVATIONS
 from keras_attn.layers.residual_attention import ResidualAttentionModule
 from keras_attn.layers.residual_unit import PreActBottleneck
 from keras_attn.models._common import pooled_classifier
+from keras_attn.utils.validation import fail
 
 _NAME = "residual_attention_network"
 # Attention modules per stage (paper Table 2).

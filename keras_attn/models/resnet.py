@@ -29,11 +29,12 @@ import inspect
 
 import keras
 
-from keras_attn.layers import _utils
-from keras_attn.layers.attention_factory import _REGISTRY
 from keras_attn.layers.attention_factory import get_attention
+from keras_attn.layers.attention_factory import registered_name
 from keras_attn.models._common import check_input_shape
+from keras_attn.models._common import conv_bn
 from keras_attn.models._common import pooled_classifier
+from keras_attn.utils import validation
 
 # depth -> blocks per stage (3 stages of basic blocks, widths 16/32/64)
 _CIFAR_DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
@@ -49,8 +50,6 @@ _IMAGENET_DEPTHS = {
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
 _EXPANSION = 4  # bottleneck output channels = 4 x width
 _SMALL_INPUT = 64  # below this, no stride-2 stem and no max-pool
-# torchvision's BN settings (momentum 0.1 there is 0.9 in Keras terms)
-_BN = {"epsilon": 1e-5, "momentum": 0.9}
 
 
 def supported_depths():
@@ -58,8 +57,11 @@ def supported_depths():
     return sorted({*_CIFAR_DEPTHS, *_IMAGENET_DEPTHS})
 
 
-def _stage_plan(depth):
-    """`[(block type, width, num_blocks), ...]` for each stage."""
+def stage_plan(depth):
+    """`[(block type, width, num_blocks), ...]` for each stage of the
+    ResNet of `depth` (one of `supported_depths()`): `"basic"` blocks of
+    widths 16, 32, 64 for the CIFAR depths, `"basic"` or `"bottleneck"`
+    blocks of widths 64 to 512 for the ImageNet ones."""
     if depth in _CIFAR_DEPTHS:
         return [("basic", w, _CIFAR_DEPTHS[depth]) for w in _CIFAR_WIDTHS]
     kind, blocks = _IMAGENET_DEPTHS[depth]
@@ -73,31 +75,7 @@ def _attention_tag(attention):
     if isinstance(attention, str):
         return attention.lower()
     cls = attention if isinstance(attention, type) else type(attention)
-    for key, registered in _REGISTRY.items():
-        if registered is cls:
-            return key
-    return cls.__name__.lower()
-
-
-def _conv_bn(x, filters, kernel_size, strides, name, relu=True, conv=None):
-    """Conv, BN and optional ReLU. `conv(x, filters, strides, name)`, if
-    given, replaces the plain convolution (how `aa_resnet` augments it)."""
-    if conv is not None:
-        x = conv(x, filters, strides, name)
-    else:
-        x = keras.layers.Conv2D(
-            filters,
-            kernel_size,
-            strides=strides,
-            padding="same",
-            use_bias=False,
-            kernel_initializer="he_normal",
-            name=f"{name}_conv",
-        )(x)
-    x = keras.layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
-    if relu:
-        x = keras.layers.ReLU(name=f"{name}_relu")(x)
-    return x
+    return registered_name(cls) or cls.__name__.lower()
 
 
 def _attend(x, attention, attention_kwargs, name):
@@ -114,20 +92,20 @@ def _attend(x, attention, attention_kwargs, name):
 def _block(x, kind, width, strides, attention, attention_kwargs, name,
            conv=None):
     """A basic or bottleneck block. `conv`, if given, replaces its first 3x3
-    convolution (see `_conv_bn`)."""
+    convolution (see `conv_bn`)."""
     out_channels = width * _EXPANSION if kind == "bottleneck" else width
     shortcut = x
     if strides != 1 or x.shape[-1] != out_channels:
-        shortcut = _conv_bn(
+        shortcut = conv_bn(
             x, out_channels, 1, strides, f"{name}_shortcut", relu=False
         )
     if kind == "basic":
-        y = _conv_bn(x, width, 3, strides, f"{name}_1", conv=conv)
-        y = _conv_bn(y, width, 3, 1, f"{name}_2", relu=False)
+        y = conv_bn(x, width, 3, strides, f"{name}_1", conv=conv)
+        y = conv_bn(y, width, 3, 1, f"{name}_2", relu=False)
     else:
-        y = _conv_bn(x, width, 1, 1, f"{name}_1")
-        y = _conv_bn(y, width, 3, strides, f"{name}_2", conv=conv)
-        y = _conv_bn(y, out_channels, 1, 1, f"{name}_3", relu=False)
+        y = conv_bn(x, width, 1, 1, f"{name}_1")
+        y = conv_bn(y, width, 3, strides, f"{name}_2", conv=conv)
+        y = conv_bn(y, out_channels, 1, 1, f"{name}_3", relu=False)
     tag = _attention_tag(attention) if attention is not None else ""
     y = _attend(y, attention, attention_kwargs, f"{name}_{tag}")
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
@@ -142,7 +120,7 @@ def backbone(inputs, depth, attention=None, attention_kwargs=None,
     name)` that replaces the first 3x3 conv of every block of that stage,
     or `None` to keep the plain conv. Inputs are validated by the callers.
     """
-    plan = _stage_plan(depth)
+    plan = stage_plan(depth)
     height, width = inputs.shape[1:3]
     small = (
         height is not None
@@ -151,9 +129,9 @@ def backbone(inputs, depth, attention=None, attention_kwargs=None,
     )
     stem_width = plan[0][1]
     if small:
-        x = _conv_bn(inputs, stem_width, 3, 1, "stem")
+        x = conv_bn(inputs, stem_width, 3, 1, "stem")
     else:
-        x = _conv_bn(inputs, stem_width, 7, 2, "stem")
+        x = conv_bn(inputs, stem_width, 7, 2, "stem")
         x = keras.layers.MaxPooling2D(
             3, strides=2, padding="same", name="stem_pool"
         )(x)
@@ -237,13 +215,14 @@ def resnet(
     >>> model.output_shape  # (None, 10)
     """
     input_shape = check_input_shape("resnet", input_shape)
-    _utils.check_positive_int("resnet", "num_classes", num_classes)
+    validation.check_positive_int("resnet", "num_classes", num_classes)
     if isinstance(depth, bool) or depth not in supported_depths():
-        _utils.fail("resnet", "depth", depth, f"one of {supported_depths()}")
+        validation.fail("resnet", "depth", depth,
+                        f"one of {supported_depths()}")
     if attention_kwargs is None:
         attention_kwargs = {}
     if not isinstance(attention_kwargs, dict):
-        _utils.fail(
+        validation.fail(
             "resnet", "attention_kwargs", attention_kwargs, "None or a dict"
         )
     try:

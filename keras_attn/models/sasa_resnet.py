@@ -46,12 +46,12 @@ import math
 
 import keras
 
-from keras_attn.layers import _utils
 from keras_attn.layers.attention_stem import AttentionStem
 from keras_attn.layers.local_self_attention import LocalSelfAttention2D
 from keras_attn.models._common import check_input_shape
+from keras_attn.models._common import conv_bn
 from keras_attn.models._common import pooled_classifier
-from keras_attn.models.resnet import _conv_bn
+from keras_attn.utils import validation
 
 _NAME = "sasa_resnet"
 # depth -> bottleneck blocks per stage
@@ -91,14 +91,14 @@ def _block(x, width, strides, attention, kernel_size, num_heads, name):
             shortcut = keras.layers.AveragePooling2D(
                 2, padding="valid", name=f"{name}_shortcut_pool"
             )(x)
-            shortcut = _conv_bn(
+            shortcut = conv_bn(
                 shortcut, out_channels, 1, 1, f"{name}_shortcut", relu=False
             )
         else:
-            shortcut = _conv_bn(
+            shortcut = conv_bn(
                 x, out_channels, 1, strides, f"{name}_shortcut", relu=False
             )
-    y = _conv_bn(x, width, 1, 1, f"{name}_1")
+    y = conv_bn(x, width, 1, 1, f"{name}_1")
     if attention:
         layer = LocalSelfAttention2D(
             width,
@@ -111,8 +111,8 @@ def _block(x, width, strides, attention, kernel_size, num_heads, name):
         y = layer(y, return_attention=True)[0]
         y = _bn(y, f"{name}_2")
     else:
-        y = _conv_bn(y, width, 3, strides, f"{name}_2")
-    y = _conv_bn(y, out_channels, 1, 1, f"{name}_3", relu=False)
+        y = conv_bn(y, width, 3, strides, f"{name}_2")
+    y = conv_bn(y, out_channels, 1, 1, f"{name}_3", relu=False)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -120,8 +120,8 @@ def _block(x, width, strides, attention, kernel_size, num_heads, name):
 def _stem(inputs, stem, filters, small):
     if stem == "conv":
         if small:
-            return _conv_bn(inputs, filters, 3, 1, "stem")
-        x = _conv_bn(inputs, filters, 7, 2, "stem")
+            return conv_bn(inputs, filters, 3, 1, "stem")
+        x = conv_bn(inputs, filters, 7, 2, "stem")
         return keras.layers.MaxPooling2D(
             3, strides=2, padding="same", name="stem_pool"
         )(x)
@@ -204,18 +204,18 @@ def sasa_resnet(
     >>> model.output_shape  # (None, 10)
     """
     input_shape = check_input_shape(_NAME, input_shape)
-    _utils.check_positive_int(_NAME, "num_classes", num_classes)
+    validation.check_positive_int(_NAME, "num_classes", num_classes)
     if isinstance(depth, bool) or depth not in _DEPTHS:
-        _utils.fail(_NAME, "depth", depth, f"one of {supported_depths()}")
+        validation.fail(_NAME, "depth", depth, f"one of {supported_depths()}")
     if not isinstance(stem, str):
-        _utils.fail(_NAME, "stem", stem, "one of ['conv', 'attention']")
-    _utils.check_choice(_NAME, "stem", stem, ("conv", "attention"))
-    _utils.check_bool(_NAME, "attention", attention)
-    _utils.check_odd_kernel(_NAME, "kernel_size", kernel_size)
-    _utils.check_positive_int(_NAME, "num_heads", num_heads)
-    width = _utils.check_positive_float(_NAME, "width", width)
+        validation.fail(_NAME, "stem", stem, "one of ['conv', 'attention']")
+    validation.check_choice(_NAME, "stem", stem, ("conv", "attention"))
+    validation.check_bool(_NAME, "attention", attention)
+    validation.check_odd_kernel(_NAME, "kernel_size", kernel_size)
+    validation.check_positive_int(_NAME, "num_heads", num_heads)
+    width = validation.check_positive_float(_NAME, "width", width)
     if name is not None and not isinstance(name, str):
-        _utils.fail(_NAME, "name", name, "None or a string")
+        validation.fail(_NAME, "name", name, "None or a string")
     if name is None:
         name = f"sasa_resnet{depth}" if attention else f"resnet{depth}"
         if stem == "attention":

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_attn.layers._utils import fail
 from keras_attn.layers.spatial_transformer import SpatialTransformer
+from keras_attn.utils.validation import fail
 
 _NAME = "stn_classifier"
 

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_attn.layers import _utils
+from keras_attn.utils import validation
 
 PADDINGS = ("zeros", "border")
 
@@ -91,11 +91,11 @@ def affine_grid(theta, height, width):
     >>> grid.shape  # (1, 4, 5, 2)
     """
     name = "affine_grid"
-    _utils.check_positive_int(name, "height", height)
-    _utils.check_positive_int(name, "width", width)
+    validation.check_positive_int(name, "height", height)
+    validation.check_positive_int(name, "width", width)
     shape = tuple(theta.shape)
     if shape[1:] not in ((2, 3), (6,)):
-        _utils.fail(
+        validation.fail(
             name, "theta shape", shape, "(batch, 2, 3) or (batch, 6)"
         )
     dtype = _work_dtype(theta)
@@ -151,16 +151,16 @@ def bilinear_sample(images, grid, padding="zeros"):
     >>> out.shape  # (1, 8, 8, 3)
     """
     name = "bilinear_sample"
-    _utils.check_choice(name, "padding", padding, PADDINGS)
+    validation.check_choice(name, "padding", padding, PADDINGS)
     if len(images.shape) != 4:
-        _utils.fail(
+        validation.fail(
             name,
             "images shape",
             tuple(images.shape),
             "rank 4 (batch, height, width, channels), channels last",
         )
     if len(grid.shape) != 4 or grid.shape[-1] != 2:
-        _utils.fail(
+        validation.fail(
             name, "grid shape", tuple(grid.shape), "(batch, h, w, 2)"
         )
     out_dtype = _dtype(images)

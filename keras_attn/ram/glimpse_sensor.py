@@ -54,9 +54,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attn.layers import _utils
 from keras_attn.ops.spatial_sampling import affine_grid
 from keras_attn.ops.spatial_sampling import bilinear_sample
+from keras_attn.utils import validation
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -93,9 +93,9 @@ class GlimpseSensor(keras.layers.Layer):
     def __init__(self, glimpse_size=8, num_scales=3, scale_factor=2,
                  **kwargs):
         name = "GlimpseSensor"
-        _utils.check_positive_int(name, "glimpse_size", glimpse_size)
-        _utils.check_positive_int(name, "num_scales", num_scales)
-        _utils.check_positive_int(name, "scale_factor", scale_factor)
+        validation.check_positive_int(name, "glimpse_size", glimpse_size)
+        validation.check_positive_int(name, "num_scales", num_scales)
+        validation.check_positive_int(name, "scale_factor", scale_factor)
         super().__init__(**kwargs)
         self.glimpse_size = glimpse_size
         self.num_scales = num_scales
@@ -111,16 +111,16 @@ class GlimpseSensor(keras.layers.Layer):
 
     def _check_shapes(self, images_shape, locations_shape):
         name = "GlimpseSensor"
-        _utils.check_image_shape(name, images_shape, "images")
+        validation.check_image_shape(name, images_shape, "images")
         for axis, label in ((1, "height"), (2, "width")):
             size = images_shape[axis]
             if size is not None and size < 2:
-                _utils.fail(
+                validation.fail(
                     name, f"images {label}", size,
                     "an image at least 2 pixels high and wide",
                 )
         if len(locations_shape) != 2 or locations_shape[-1] != 2:
-            _utils.fail(
+            validation.fail(
                 name, "locations shape", tuple(locations_shape),
                 "(batch, 2) holding (x, y)",
             )
@@ -131,7 +131,7 @@ class GlimpseSensor(keras.layers.Layer):
         # locations])` (the form functional models and `harness.wrap` use).
         if locations is None:
             if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
-                _utils.fail(
+                validation.fail(
                     "GlimpseSensor", "inputs", type(inputs).__name__,
                     "sensor(images, locations) or sensor([images, "
                     "locations])",

@@ -75,13 +75,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_attn.layers import _utils
 from keras_attn.ram.glimpse_sensor import GlimpseSensor
 from keras_attn.ram.networks import CORES
 from keras_attn.ram.networks import BaselineNetwork
 from keras_attn.ram.networks import CoreNetwork
 from keras_attn.ram.networks import GlimpseNetwork
 from keras_attn.ram.networks import LocationNetwork
+from keras_attn.utils import validation
 
 POLICIES = ("mean", "sample", "random")
 METRICS = (
@@ -162,17 +162,17 @@ class RecurrentAttentionModel(keras.Model):
         **kwargs,
     ):
         name = "RecurrentAttentionModel"
-        _utils.check_positive_int(name, "num_classes", num_classes, 2)
-        _utils.check_positive_int(name, "num_glimpses", num_glimpses)
-        _utils.check_choice(name, "core", core, CORES)
-        _utils.check_positive_float(name, "location_std", location_std)
-        _utils.check_positive_float(
+        validation.check_positive_int(name, "num_classes", num_classes, 2)
+        validation.check_positive_int(name, "num_glimpses", num_glimpses)
+        validation.check_choice(name, "core", core, CORES)
+        validation.check_positive_float(name, "location_std", location_std)
+        validation.check_positive_float(
             name, "reinforce_weight", reinforce_weight
         )
-        _utils.check_choice(name, "eval_policy", eval_policy, POLICIES)
-        _utils.check_positive_int(name, "eval_samples", eval_samples)
+        validation.check_choice(name, "eval_policy", eval_policy, POLICIES)
+        validation.check_positive_int(name, "eval_samples", eval_samples)
         if seed is not None:
-            _utils.check_positive_int(name, "seed", seed, minimum=0)
+            validation.check_positive_int(name, "seed", seed, minimum=0)
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.num_glimpses = num_glimpses
@@ -217,7 +217,7 @@ class RecurrentAttentionModel(keras.Model):
 
     @eval_policy.setter
     def eval_policy(self, value):
-        _utils.check_choice(
+        validation.check_choice(
             "RecurrentAttentionModel", "eval_policy", value, POLICIES
         )
         self._eval_policy = value
@@ -229,7 +229,7 @@ class RecurrentAttentionModel(keras.Model):
 
     @eval_samples.setter
     def eval_samples(self, value):
-        _utils.check_positive_int(
+        validation.check_positive_int(
             "RecurrentAttentionModel", "eval_samples", value
         )
         self._eval_samples = value
@@ -246,7 +246,7 @@ class RecurrentAttentionModel(keras.Model):
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        _utils.check_image_shape("RecurrentAttentionModel", shape, "images")
+        validation.check_image_shape("RecurrentAttentionModel", shape, "images")
         self._image_shape = shape[1:]
         g = self.glimpse_size
         core = (None, self.core_units)
@@ -287,7 +287,7 @@ class RecurrentAttentionModel(keras.Model):
             each location was chosen from) and, with `baselines=True`,
             `baselines (B, T)`.
         """
-        _utils.check_choice(
+        validation.check_choice(
             "RecurrentAttentionModel", "policy", policy, POLICIES
         )
         if not self.built:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attn.layers import _utils
+from keras_attn.utils import validation
 
 CORES = ("rnn", "lstm")
 
@@ -72,7 +72,7 @@ def _flat_size(shape, name, argument):
     size = 1
     for d in shape[1:]:
         if d is None:
-            _utils.fail(name, f"{argument} shape", tuple(shape),
+            validation.fail(name, f"{argument} shape", tuple(shape),
                         "fully known dimensions except the batch axis")
         size *= int(d)
     return size
@@ -110,9 +110,9 @@ class GlimpseNetwork(keras.layers.Layer):
     def __init__(self, what_units=128, where_units=128, units=256,
                  **kwargs):
         name = "GlimpseNetwork"
-        _utils.check_positive_int(name, "what_units", what_units)
-        _utils.check_positive_int(name, "where_units", where_units)
-        _utils.check_positive_int(name, "units", units)
+        validation.check_positive_int(name, "what_units", what_units)
+        validation.check_positive_int(name, "where_units", where_units)
+        validation.check_positive_int(name, "units", units)
         super().__init__(**kwargs)
         self.what_units = what_units
         self.where_units = where_units
@@ -128,12 +128,12 @@ class GlimpseNetwork(keras.layers.Layer):
     def build(self, input_shape):
         name = "GlimpseNetwork"
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
-            _utils.fail(name, "inputs", input_shape,
+            validation.fail(name, "inputs", input_shape,
                         "a list [glimpses, locations]")
         glimpse_shape, location_shape = input_shape
         size = _flat_size(glimpse_shape, name, "glimpses")
         if tuple(location_shape)[1:] != (2,):
-            _utils.fail(name, "locations shape", tuple(location_shape),
+            validation.fail(name, "locations shape", tuple(location_shape),
                         "(batch, 2)")
         self.what.build((None, size))
         self.where.build((None, 2))
@@ -194,8 +194,8 @@ class CoreNetwork(keras.layers.Layer):
 
     def __init__(self, units=256, core="rnn", **kwargs):
         name = "CoreNetwork"
-        _utils.check_positive_int(name, "units", units)
-        _utils.check_choice(name, "core", core, CORES)
+        validation.check_positive_int(name, "units", units)
+        validation.check_choice(name, "core", core, CORES)
         super().__init__(**kwargs)
         self.units = units
         self.core = core
@@ -277,7 +277,7 @@ class LocationNetwork(keras.layers.Layer):
     """
 
     def __init__(self, hidden_units=0, **kwargs):
-        _utils.check_positive_int(
+        validation.check_positive_int(
             "LocationNetwork", "hidden_units", hidden_units, minimum=0
         )
         super().__init__(**kwargs)
