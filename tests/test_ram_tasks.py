@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras_attn.data import TASK_SPECS
 from keras_attn.data import TASKS
 from keras_attn.data import DatasetNotFoundError
+from keras_attn.data import _common as data_common
 from keras_attn.data import clutter
 from keras_attn.data import load_fashion_mnist
 from keras_attn.data import ram_task
@@ -261,7 +262,7 @@ def test_vectorised_keys_equal_per_index_fold_in(seed, epoch):
     index = np.concatenate([np.arange(300),
                             rng.integers(0, 2**31 - 1, 50)]).astype(np.int32)
     got = ram_tasks._element_keys(seed, epoch, tf.constant(index)).numpy()
-    base = ram_tasks._epoch_key(seed, epoch, ram_tasks._PLACEMENT_STREAM)
+    base = data_common.epoch_key(seed, epoch, ram_tasks._PLACEMENT_STREAM)
     want = np.stack([
         tf.random.experimental.stateless_fold_in(
             base, tf.constant(int(i), tf.int64)).numpy()

@@ -69,15 +69,16 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from keras_attn.data._common import epoch_key
 from keras_attn.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
 from keras_attn.data.fashion_mnist import DatasetNotFoundError
 from keras_attn.data.fashion_mnist import load_fashion_mnist
 from keras_attn.data.ram_tasks import TASK_SPECS
 from keras_attn.data.ram_tasks import TASKS
-from keras_attn.data.ram_tasks import _check_int
-from keras_attn.data.ram_tasks import _epoch_key
-from keras_attn.data.ram_tasks import _fail
 from keras_attn.data.ram_tasks import ram_task
+from keras_attn.utils.validation import check_bool
+from keras_attn.utils.validation import check_int
+from keras_attn.utils.validation import fail
 
 SPLITS = ("train", "test")
 RAM_SOURCES = ("fashion_mnist", "mnist")
@@ -152,13 +153,13 @@ DATASETS = IMAGE_DATASETS + TASKS
 
 def _check_name(function, name):
     if not isinstance(name, str) or name not in DATASETS:
-        _fail(function, "name", name, f"one of {list(DATASETS)}")
+        fail(function, "name", name, f"one of {list(DATASETS)}")
     return name
 
 
 def _check_source(function, source):
     if source not in RAM_SOURCES:
-        _fail(function, "source", source, f"one of {list(RAM_SOURCES)}")
+        fail(function, "source", source, f"one of {list(RAM_SOURCES)}")
     return source
 
 
@@ -263,11 +264,11 @@ def load_arrays(name="fashion_mnist", split="train", limit=None,
     """
     function = "load_arrays"
     if name not in IMAGE_DATASETS:
-        _fail(function, "name", name, f"one of {list(IMAGE_DATASETS)}")
+        fail(function, "name", name, f"one of {list(IMAGE_DATASETS)}")
     if split not in SPLITS:
-        _fail(function, "split", split, f"one of {list(SPLITS)}")
+        fail(function, "split", split, f"one of {list(SPLITS)}")
     if limit is not None:
-        limit = _check_int(function, "limit", limit, 1)
+        limit = check_int(function, "limit", limit, 1)
     if name == "fashion_mnist":
         images, labels = _load_fashion_mnist(split, limit, data_dir,
                                              download)
@@ -310,12 +311,6 @@ def _augment(images, params, pad):
     return tf.gather(crops, cols, axis=2, batch_dims=1)
 
 
-def _check_bool(function, argument, value):
-    if not isinstance(value, bool):
-        _fail(function, argument, value, "a bool (True or False)")
-    return value
-
-
 def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
          augment=None, shuffle=None, limit=None, data_dir=None,
          download=False, drop_remainder=None, repeat=False, first_epoch=0,
@@ -355,22 +350,22 @@ def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
     function = "load"
     name = _check_name(function, name)
     if split not in SPLITS:
-        _fail(function, "split", split, f"one of {list(SPLITS)}")
-    batch_size = _check_int(function, "batch_size", batch_size, 1)
-    seed = _check_int(function, "seed", seed, -(2**63))
-    first_epoch = _check_int(function, "first_epoch", first_epoch, 0)
+        fail(function, "split", split, f"one of {list(SPLITS)}")
+    batch_size = check_int(function, "batch_size", batch_size, 1)
+    seed = check_int(function, "seed", seed, -(2**63))
+    first_epoch = check_int(function, "first_epoch", first_epoch, 0)
     if limit is not None:
-        limit = _check_int(function, "limit", limit, 1)
+        limit = check_int(function, "limit", limit, 1)
     train = split == "train"
-    augment = _check_bool(function, "augment",
-                          train if augment is None else augment)
-    shuffle = _check_bool(function, "shuffle",
-                          train if shuffle is None else shuffle)
-    drop_remainder = _check_bool(
+    augment = check_bool(function, "augment",
+                         train if augment is None else augment)
+    shuffle = check_bool(function, "shuffle",
+                         train if shuffle is None else shuffle)
+    drop_remainder = check_bool(
         function, "drop_remainder",
         train if drop_remainder is None else drop_remainder)
-    repeat = _check_bool(function, "repeat", repeat)
-    download = _check_bool(function, "download", download)
+    repeat = check_bool(function, "repeat", repeat)
+    download = check_bool(function, "download", download)
 
     if name in TASK_SPECS:
         source = _check_source(function, source)
@@ -393,10 +388,10 @@ def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
         order = tf.range(n, dtype=tf.int32)
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(
-                order, _epoch_key(seed, epoch, 0))
+                order, epoch_key(seed, epoch, 0))
         if not augment:
             return tf.data.Dataset.from_tensor_slices(order)
-        params = _draw(_epoch_key(seed, epoch, 1), n, spec.pad, spec.flip)
+        params = _draw(epoch_key(seed, epoch, 1), n, spec.pad, spec.flip)
         return tf.data.Dataset.from_tensor_slices(
             (order, tf.gather(params, order)))
 

@@ -49,11 +49,11 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from keras_attn.data.ram_tasks import _as_float_images
-from keras_attn.data.ram_tasks import _check_int
-from keras_attn.data.ram_tasks import _element_key
-from keras_attn.data.ram_tasks import _epoch_key
-from keras_attn.data.ram_tasks import _fail
+from keras_attn.data._common import as_float_images
+from keras_attn.data._common import element_key
+from keras_attn.data._common import epoch_key
+from keras_attn.utils.validation import check_int
+from keras_attn.utils.validation import fail
 
 # Stream of the (seed, epoch) key used by `rts` (ram_tasks uses 0 and 1).
 _RTS_STREAM = 2
@@ -72,7 +72,7 @@ def _check_number(function, argument, value, low, high):
         or not math.isfinite(value)
         or not low <= value <= high
     ):
-        _fail(function, argument, value, f"a number in [{low}, {high}]")
+        fail(function, argument, value, f"a number in [{low}, {high}]")
     return float(value)
 
 
@@ -90,8 +90,8 @@ def _check_scale_range(function, scale_range):
         and scale_range[0] <= scale_range[1]
     )
     if not ok:
-        _fail(function, "scale_range", scale_range,
-              "(low, high), finite numbers with 0 < low <= high")
+        fail(function, "scale_range", scale_range,
+             "(low, high), finite numbers with 0 < low <= high")
     return float(scale_range[0]), float(scale_range[1])
 
 
@@ -116,8 +116,8 @@ def _uniforms(seed, epoch, n):
     `fold_in(key, i)` is `[c, i]` with `c` a function of `key` alone, so
     the `n` keys are built at once and equal the per-element ones.
     """
-    base = _epoch_key(seed, epoch, _RTS_STREAM)
-    first = _element_key(base, 0)[0]
+    base = epoch_key(seed, epoch, _RTS_STREAM)
+    first = element_key(base, 0)[0]
     index = tf.range(n, dtype=tf.int64)
     keys = tf.stack([tf.fill([n], first), index], axis=-1)
     return _draw_uniforms(keys).numpy()
@@ -268,16 +268,16 @@ def rts(images, canvas_size=42, max_angle=45.0, scale_range=(0.7, 1.2),
     >>> canvases.shape  # (8, 42, 42, 1)
     """
     name = "rts"
-    pool = _as_float_images(name, images).numpy()
+    pool = as_float_images(name, images).numpy()
     n, height, width = pool.shape
-    canvas_size = _check_int(name, "canvas_size", canvas_size, 1)
+    canvas_size = check_int(name, "canvas_size", canvas_size, 1)
     if canvas_size < max(height, width):
-        _fail(name, "canvas_size", canvas_size,
-              f"an integer >= the image size {height}x{width}")
+        fail(name, "canvas_size", canvas_size,
+             f"an integer >= the image size {height}x{width}")
     max_angle = _check_number(name, "max_angle", max_angle, 0.0, 180.0)
     low, high = _check_scale_range(name, scale_range)
-    seed = _check_int(name, "seed", seed, -(2**63))
-    epoch = _check_int(name, "epoch", epoch, 0)
+    seed = check_int(name, "seed", seed, -(2**63))
+    epoch = check_int(name, "epoch", epoch, 0)
 
     u = _uniforms(seed, epoch, n) if n else np.zeros((0, 4))
     angles = max_angle * (2 * u[:, 0] - 1)

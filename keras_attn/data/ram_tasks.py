@@ -61,8 +61,13 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from keras_attn.data._common import as_float_images
+from keras_attn.data._common import element_key
+from keras_attn.data._common import epoch_key
 from keras_attn.data.fashion_mnist import DatasetNotFoundError
 from keras_attn.data.fashion_mnist import load_fashion_mnist
+from keras_attn.utils.validation import check_int
+from keras_attn.utils.validation import fail
 
 TaskSpec = collections.namedtuple("TaskSpec", ["canvas_size", "num_clutter"])
 
@@ -82,60 +87,8 @@ _ORDER_STREAM = 0
 _PLACEMENT_STREAM = 1
 
 
-def _fail(function, argument, received, allowed):
-    raise ValueError(
-        f"{function}: invalid `{argument}`; expected {allowed}. "
-        f"Received: {argument}={received!r}"
-    )
-
-
-def _check_int(function, argument, value, minimum):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        _fail(function, argument, value, f"an integer >= {minimum}")
-    return int(value)
-
-
-def _as_float_images(function, images):
-    """`(N, H, W)` or `(N, H, W, 1)` -> float32 `(N, H, W)` tensor.
-
-    uint8 is scaled by 1/255; floating input is taken as already in [0, 1].
-    """
-    images = tf.convert_to_tensor(images)
-    if images.shape.rank == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.shape.rank != 3:
-        _fail(function, "images", f"array of shape {tuple(images.shape)}",
-              "shape (N, H, W) or (N, H, W, 1)")
-    if images.dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 255.0
-    if not images.dtype.is_floating:
-        _fail(function, "images", f"array of dtype {images.dtype.name}",
-              "uint8 (scaled by 1/255) or floating point in [0, 1]")
-    return tf.cast(images, tf.float32)
-
-
-def _epoch_key(seed, epoch, stream):
-    base = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.cast(
-        tf.random.experimental.stateless_fold_in(base, stream), tf.int64
-    )
-
-
-def _element_key(placement_key, index):
-    return tf.cast(
-        tf.random.experimental.stateless_fold_in(
-            placement_key, tf.cast(index, tf.int64)
-        ),
-        tf.int64,
-    )
-
-
 def _fold_in_indices(key, indices):
-    """`_element_key(key, i)` for every `i` of `indices`, `(n, 2)` int64.
+    """`element_key(key, i)` for every `i` of `indices`, `(n, 2)` int64.
 
     `stateless_fold_in(key, i)` is `stack([uniform(key), i])` in TF's
     source, the first entry a function of `key` (and of `i`'s dtype, int64
@@ -143,13 +96,13 @@ def _fold_in_indices(key, indices):
     per-index ones (tests compare them), instead of one op per index.
     """
     indices = tf.cast(indices, tf.int64)
-    first = _element_key(key, 0)[0]
+    first = element_key(key, 0)[0]
     return tf.stack([tf.broadcast_to(first, tf.shape(indices)), indices],
                     axis=-1)
 
 
 def _element_keys(seed, epoch, indices):
-    base = _epoch_key(seed, epoch, _PLACEMENT_STREAM)
+    base = epoch_key(seed, epoch, _PLACEMENT_STREAM)
     return _fold_in_indices(base, indices)
 
 
@@ -262,18 +215,18 @@ def _render(pool, index, offset, pieces, canvas_size, height, width):
 
 
 def _check_geometry(function, height, width, canvas_size, num_clutter, n):
-    canvas_size = _check_int(function, "canvas_size", canvas_size, 1)
-    num_clutter = _check_int(function, "num_clutter", num_clutter, 0)
+    canvas_size = check_int(function, "canvas_size", canvas_size, 1)
+    num_clutter = check_int(function, "num_clutter", num_clutter, 0)
     if canvas_size < max(height, width):
-        _fail(function, "canvas_size", canvas_size,
-              f"an integer >= the image size {height}x{width}")
+        fail(function, "canvas_size", canvas_size,
+             f"an integer >= the image size {height}x{width}")
     if num_clutter and min(height, width) < PIECE_SIZE:
-        _fail(function, "num_clutter", num_clutter,
-              f"0 for images smaller than the {PIECE_SIZE}x{PIECE_SIZE} "
-              f"clutter pieces (images are {height}x{width})")
+        fail(function, "num_clutter", num_clutter,
+             f"0 for images smaller than the {PIECE_SIZE}x{PIECE_SIZE} "
+             f"clutter pieces (images are {height}x{width})")
     if num_clutter and n < 2:
-        _fail(function, "images", f"{n} image(s)",
-              "at least 2 images, so that clutter comes from other images")
+        fail(function, "images", f"{n} image(s)",
+             "at least 2 images, so that clutter comes from other images")
     return canvas_size, num_clutter
 
 
@@ -298,13 +251,13 @@ def clutter(images, canvas_size, num_clutter, seed=0, epoch=0,
         col, paste row, paste col]})`, all int32.
     """
     name = "clutter"
-    pool = _as_float_images(name, images)
+    pool = as_float_images(name, images)
     n, height, width = (int(d) for d in pool.shape)
     canvas_size, num_clutter = _check_geometry(
         name, height, width, canvas_size, num_clutter, n
     )
-    seed = _check_int(name, "seed", seed, -(2**63))
-    epoch = _check_int(name, "epoch", epoch, 0)
+    seed = check_int(name, "seed", seed, -(2**63))
+    epoch = check_int(name, "epoch", epoch, 0)
     index = tf.range(n, dtype=tf.int32)
     keys = _element_keys(seed, epoch, index)
     if n:
@@ -344,21 +297,21 @@ def load_source(source="fashion_mnist", split="train", limit=None,
     """
     name = "load_source"
     if split not in SPLITS:
-        _fail(name, "split", split, f"one of {list(SPLITS)}")
+        fail(name, "split", split, f"one of {list(SPLITS)}")
     if limit is not None:
-        limit = _check_int(name, "limit", limit, 1)
+        limit = check_int(name, "limit", limit, 1)
     if isinstance(source, (tuple, list)) and len(source) == 2:
         images, labels = (np.asarray(a) for a in source)
         if len(images) != len(labels):
-            _fail(name, "source", f"{len(images)} images, {len(labels)} "
-                  "labels", "(images, labels) of the same length")
+            fail(name, "source", f"{len(images)} images, {len(labels)} "
+                 "labels", "(images, labels) of the same length")
     elif source == "fashion_mnist":
         images, labels = load_fashion_mnist(split, directory=data_dir)
     elif source == "mnist":
         images, labels = _load_tfds_mnist(split, limit, data_dir, download)
     else:
-        _fail(name, "source", source,
-              f"one of {list(SOURCES)} or a tuple (images, labels)")
+        fail(name, "source", source,
+             f"one of {list(SOURCES)} or a tuple (images, labels)")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return images, labels.astype(np.int32)
@@ -422,28 +375,28 @@ def ram_task(name, split="train", batch_size=64, seed=0,
     """
     function = "ram_task"
     if name not in TASK_SPECS:
-        _fail(function, "name", name, f"one of {list(TASKS)}")
-    batch_size = _check_int(function, "batch_size", batch_size, 1)
-    seed = _check_int(function, "seed", seed, -(2**63))
-    first_epoch = _check_int(function, "first_epoch", first_epoch, 0)
+        fail(function, "name", name, f"one of {list(TASKS)}")
+    batch_size = check_int(function, "batch_size", batch_size, 1)
+    seed = check_int(function, "seed", seed, -(2**63))
+    first_epoch = check_int(function, "first_epoch", first_epoch, 0)
     if epochs is not None:
-        epochs = _check_int(function, "epochs", epochs, 1)
+        epochs = check_int(function, "epochs", epochs, 1)
     shuffle = split == "train" if shuffle is None else shuffle
     redraw = split == "train" if redraw is None else redraw
     for argument, value in (("shuffle", shuffle), ("redraw", redraw),
                             ("drop_remainder", drop_remainder)):
         if not isinstance(value, bool):
-            _fail(function, argument, value, "a bool (True or False)")
+            fail(function, argument, value, "a bool (True or False)")
     images, labels = load_source(source, split, limit, data_dir, download)
     canvas_size, num_clutter = TASK_SPECS[name]
     pool = tf.convert_to_tensor(images)
     if pool.dtype != tf.uint8:
-        pool = _as_float_images(function, pool)
+        pool = as_float_images(function, pool)
     elif pool.shape.rank == 4 and pool.shape[-1] == 1:
         pool = pool[..., 0]
     if pool.shape.rank != 3:
-        _fail(function, "source", f"images of shape {tuple(pool.shape)}",
-              "images of shape (N, H, W) or (N, H, W, 1)")
+        fail(function, "source", f"images of shape {tuple(pool.shape)}",
+             "images of shape (N, H, W) or (N, H, W, 1)")
     n, height, width = (int(d) for d in pool.shape)
     canvas_size, num_clutter = _check_geometry(
         function, height, width, canvas_size, num_clutter, n
@@ -455,9 +408,9 @@ def ram_task(name, split="train", batch_size=64, seed=0,
         order = tf.range(n, dtype=tf.int32)
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(
-                order, _epoch_key(seed, key_epoch, _ORDER_STREAM)
+                order, epoch_key(seed, key_epoch, _ORDER_STREAM)
             )
-        placement = _epoch_key(seed, key_epoch, _PLACEMENT_STREAM)
+        placement = epoch_key(seed, key_epoch, _PLACEMENT_STREAM)
         return tf.data.Dataset.from_tensor_slices(
             (order, _fold_in_indices(placement, order))
         )
