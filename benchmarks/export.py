@@ -1,7 +1,7 @@
 """Size, single-image latency and REST throughput of exported models.
 
 Each model (`--models`, default a few of the tiny 28x28x1, 10-class
-builders of `tests/export/tiny_models.py`, shared with the export tests,
+builders of `benchmarks/tiny_models.py`, shared with the export tests,
 with *untrained* weights: sizes and latencies do not depend on them) is
 exported with
 `export.export_model(..., to="all", quantize="none,dynamic,int8")`, int8
@@ -49,12 +49,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import tiny_models  # noqa: E402
+from benchmarks.tiny_models import BUILDERS  # noqa: E402
+from benchmarks.tiny_models import SHAPE  # noqa: E402
 from export import export_model  # noqa: E402
 from export.calibration import load_images  # noqa: E402
 from export.tflite import TFLiteModel  # noqa: E402
-from tests.export import tiny_models  # noqa: E402
-from tests.export.tiny_models import BUILDERS  # noqa: E402
-from tests.export.tiny_models import SHAPE  # noqa: E402
 
 DEFAULT_MODELS = ["cbam_resnet", "ltpa_pc_concat", "stn", "ram"]
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,7 @@
 what bounds it.
 
 Each model (`--models`, default every builder of
-`tests/export/tiny_models.py` and RAM) is trained as the export tests train
+`benchmarks/tiny_models.py` and RAM) is trained as the export tests train
 it (`tiny_models.trained`: `--epochs` 2 over the first `--train-images`
 2,048 Fashion-MNIST train images, BatchNorm statistics re-estimated), then
 exported with `export.export_model(..., to="tflite",
@@ -49,11 +49,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import tiny_models  # noqa: E402
 from export import export_model  # noqa: E402
 from export import parity  # noqa: E402
 from export.calibration import load_images  # noqa: E402
 from keras_attn.data.fashion_mnist import load_fashion_mnist  # noqa: E402
-from tests.export import tiny_models  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

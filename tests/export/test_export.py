@@ -12,14 +12,14 @@ import keras
 import numpy as np
 import pytest
 
+from benchmarks.tiny_models import BUILDERS
+from benchmarks.tiny_models import SHAPE
+from benchmarks.tiny_models import build
+from benchmarks.tiny_models import trained
 from export import export_model
 from export.calibration import load_images
 from export.tflite import op_names
 from keras_attn.data.fashion_mnist import load_fashion_mnist
-from tests.export.tiny_models import BUILDERS
-from tests.export.tiny_models import SHAPE
-from tests.export.tiny_models import build
-from tests.export.tiny_models import trained
 
 pytestmark = pytest.mark.tf_only
 

@@ -38,7 +38,7 @@ def se_resnet():
     """SE-ResNet-20 trained briefly (test accuracy about 0.75): every op
     quantizes to int8, and its predictions are decided enough for top-1
     agreement to mean something."""
-    from tests.export.tiny_models import trained
+    from benchmarks.tiny_models import trained
 
     return trained("se_resnet")
 

@@ -4,7 +4,7 @@ benchmark's `--width` uses them only where `width` multiplies channels."""
 import pytest
 
 from benchmarks import quantization
-from tests.export import tiny_models
+from benchmarks import tiny_models
 
 pytestmark = pytest.mark.tf_only
 

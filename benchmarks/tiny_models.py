@@ -1,8 +1,9 @@
-"""The tiny 28x28x1, 10-class models that the export tests and
-`benchmarks/export.py` export: every builder of `keras_attn.models` (and
-RAM), small enough to train and convert in seconds; `trained` trains one
-briefly on real images, as the quantized-parity tests and
-`benchmarks/quantization.py` do."""
+"""The tiny 28x28x1, 10-class models that `benchmarks/export.py`,
+`benchmarks/quantization.py` and the export tests export: every builder of
+`keras_attn.models` (and RAM), small enough to train and convert in
+seconds; `trained` trains one briefly on real images, as the
+quantized-parity tests and `benchmarks/quantization.py` do. The benchmarks
+own these fixtures; the tests import them from here."""
 
 from functools import partial
 
