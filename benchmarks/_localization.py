@@ -42,13 +42,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from keras_attn.viz.attention_maps import _figure
-from keras_attn.viz.attention_maps import _matplotlib
-from keras_attn.viz.attention_maps import _resize_bilinear
-from keras_attn.viz.attention_maps import _scaled
-from keras_attn.viz.attention_maps import _show_image
-from keras_attn.viz.glimpses import _check_images
-from keras_attn.viz.glimpses import _fail
+from keras_attn.utils.validation import fail
+from keras_attn.viz.plotting import check_images
+from keras_attn.viz.plotting import figure_grid
+from keras_attn.viz.plotting import min_max_scale
+from keras_attn.viz.plotting import require_matplotlib
+from keras_attn.viz.plotting import resize_bilinear
+from keras_attn.viz.plotting import show_image
 
 # --- argument checks ------------------------------------------------------
 
@@ -59,7 +59,7 @@ def _check_size(function, argument, size):
         isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
         for d in size
     ):
-        _fail(function, argument, size, "(height, width), integers >= 1")
+        fail(function, argument, size, "(height, width), integers >= 1")
     return int(size[0]), int(size[1])
 
 
@@ -69,7 +69,7 @@ def _stack(function, argument, array, expected):
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 3 or 0 in array.shape:
-        _fail(function, argument, f"array of shape {array.shape}", expected)
+        fail(function, argument, f"array of shape {array.shape}", expected)
     return array
 
 
@@ -77,7 +77,7 @@ def _check_maps(function, maps):
     maps = _stack(function, "maps", maps,
                   "shape (N, h, w) or (N, h, w, 1): one map per image")
     if not np.all(np.isfinite(maps)):
-        _fail(function, "maps", "non-finite values", "finite numbers")
+        fail(function, "maps", "non-finite values", "finite numbers")
     return maps
 
 
@@ -90,10 +90,10 @@ def _check_boxes(function, boxes, n=None, argument="boxes"):
         n is not None and len(boxes) != n
     ):
         rows = "N" if n is None else n
-        _fail(function, argument, f"array of shape {boxes.shape}",
-              f"shape ({rows}, 4) of [top, left, bottom, right] pixels")
+        fail(function, argument, f"array of shape {boxes.shape}",
+             f"shape ({rows}, 4) of [top, left, bottom, right] pixels")
     if not np.all(np.isfinite(boxes)):
-        _fail(function, argument, "non-finite values", "finite numbers")
+        fail(function, argument, "non-finite values", "finite numbers")
     return boxes
 
 
@@ -120,7 +120,7 @@ def resize_maps(maps, height, width):
     height, width = _check_size(name, "(height, width)", (height, width))
     if maps.shape[1:] == (height, width):
         return maps
-    return _resize_bilinear(maps, height, width)
+    return resize_bilinear(maps, height, width)
 
 
 def uniform_map(n, image_size):
@@ -154,7 +154,7 @@ def centre_prior(n, image_size):
 
 def _check_count(function, n):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        _fail(function, "n", n, "an integer >= 0")
+        fail(function, "n", n, "an integer >= 0")
 
 
 # --- pixels in boxes ------------------------------------------------------
@@ -217,7 +217,7 @@ def pointing_game(maps, boxes, image_size=None, tolerance=0):
     if isinstance(tolerance, bool) or not isinstance(
         tolerance, (int, float, np.number)
     ) or not tolerance >= 0:
-        _fail(name, "tolerance", tolerance, "a number of pixels >= 0")
+        fail(name, "tolerance", tolerance, "a number of pixels >= 0")
     raw = _check_maps(name, maps)
     constant = raw.max(axis=(1, 2)) == raw.min(axis=(1, 2))
     maps = _at_image_size(name, raw, image_size)
@@ -327,8 +327,8 @@ def stn_box(theta, image_size, output_size=None, clip=False):
     name = "stn_box"
     theta = np.asarray(theta, dtype=np.float64)
     if theta.ndim not in (2, 3) or theta.shape[1:] not in ((2, 3), (6,)):
-        _fail(name, "theta", f"array of shape {theta.shape}",
-              "shape (N, 2, 3) or (N, 6)")
+        fail(name, "theta", f"array of shape {theta.shape}",
+             "shape (N, 2, 3) or (N, 6)")
     theta = theta.reshape(-1, 6)
     height, width = _check_size(name, "image_size", image_size)
     out_h, out_w = (height, width) if output_size is None else _check_size(
@@ -367,10 +367,10 @@ def glimpse_hits(locations, boxes, image_size):
     if locations.ndim != 3 or locations.shape[-1] != 2 or (
         locations.shape[1] == 0
     ):
-        _fail(name, "locations", f"array of shape {locations.shape}",
-              "shape (N, T, 2) holding (x, y) in [-1, 1], T >= 1")
+        fail(name, "locations", f"array of shape {locations.shape}",
+             "shape (N, T, 2) holding (x, y) in [-1, 1], T >= 1")
     if not np.all(np.isfinite(locations)):
-        _fail(name, "locations", "non-finite values", "finite numbers")
+        fail(name, "locations", "non-finite values", "finite numbers")
     height, width = _check_size(name, "image_size", image_size)
     boxes = _check_boxes(name, boxes, len(locations))
     cols = (locations[..., 0] + 1.0) * (width - 1) / 2.0 + 0.5
@@ -402,8 +402,8 @@ def _check_offsets(function, offsets, n=None):
         n is not None and len(offsets) != n
     ):
         rows = "N" if n is None else n
-        _fail(function, "offsets", f"array of shape {offsets.shape}",
-              f"shape ({rows}, 2) of [row, col] top-left pixels")
+        fail(function, "offsets", f"array of shape {offsets.shape}",
+             f"shape ({rows}, 2) of [row, col] top-left pixels")
     return offsets
 
 
@@ -430,13 +430,13 @@ def tight_boxes(images, offsets=None, threshold=0.1):
     if isinstance(threshold, bool) or not isinstance(
         threshold, (int, float, np.number)
     ) or not 0 <= threshold < 1:
-        _fail(name, "threshold", threshold, "a number in [0, 1)")
+        fail(name, "threshold", threshold, "a number in [0, 1)")
     peak = images.max(axis=(1, 2))
     empty = np.flatnonzero(~(peak > 0))
     if len(empty):
         first = int(empty[0])
-        _fail(name, "images", f"image {first} with max {peak[first]}",
-              "images with at least one positive pixel (an object to box)")
+        fail(name, "images", f"image {first} with max {peak[first]}",
+             "images with at least one positive pixel (an object to box)")
     mask = images > threshold * peak[:, None, None]
     rows, cols = mask.any(axis=2), mask.any(axis=1)  # (N, h), (N, w)
 
@@ -478,33 +478,33 @@ def draw_maps_with_boxes(images, maps, boxes, path=None, titles=None,
         The `matplotlib.figure.Figure` (Agg, never shown).
     """
     name = "draw_maps_with_boxes"
-    _matplotlib(name)
+    require_matplotlib(name)
     from matplotlib import patches
 
-    images = _check_images(name, images)
+    images = check_images(name, images)
     n, height, width = images.shape[:3]
     if not isinstance(maps, Mapping) or not maps:
-        _fail(name, "maps", type(maps).__name__,
-              "a non-empty dict name -> (N, h, w) maps, one row each")
+        fail(name, "maps", type(maps).__name__,
+             "a non-empty dict name -> (N, h, w) maps, one row each")
     resized = {}
     for key, value in maps.items():
         value = _check_maps(name, value)
         if len(value) != n:
-            _fail(name, f"maps[{key!r}]", f"array of shape {value.shape}",
-                  f"({n}, h, w): one map per image")
+            fail(name, f"maps[{key!r}]", f"array of shape {value.shape}",
+                 f"({n}, h, w): one map per image")
         resized[key] = resize_maps(value, height, width)
     if boxes is not None:
         boxes = _check_boxes(name, boxes, n)
     if titles is not None and len(titles) != n:
-        _fail(name, "titles", titles, f"{n} titles, one per image")
+        fail(name, "titles", titles, f"{n} titles, one per image")
     if not 0 <= alpha <= 1:
-        _fail(name, "alpha", alpha, "a number in [0, 1]")
-    figure, axes = _figure(name, len(resized), n, panel_size, dpi)
+        fail(name, "alpha", alpha, "a number in [0, 1]")
+    figure, axes = figure_grid(name, len(resized), n, panel_size, dpi)
     for row, (key, value) in enumerate(resized.items()):
         for col in range(n):
             ax = axes[row, col]
-            _show_image(ax, images[col])
-            ax.imshow(_scaled(value[col]), cmap=cmap, alpha=alpha, vmin=0,
+            show_image(ax, images[col])
+            ax.imshow(min_max_scale(value[col]), cmap=cmap, alpha=alpha, vmin=0,
                       vmax=1, interpolation="bilinear")
             if boxes is not None:
                 top, left, bottom, right = boxes[col]

@@ -14,7 +14,7 @@ float32 images in [0, 1] returning a dict:
   attention maps): each map of the model reduced to one `(h, w)` map per
   image exactly as `keras_attn.viz.reduce_attention` does, resized
   bilinearly (half-pixel centres, no antialiasing, as
-  `keras_attn.viz.attention_maps._resize_bilinear`) to the input
+  `keras_attn.viz.plotting.resize_bilinear`) to the input
   `H x W`, stacked in model order (`names` lists them). Channel gates (SE,
   CBAM `M_c`) and a SpatialTransformer's `theta` are not spatial; they are
   listed in `skipped`.
@@ -210,8 +210,8 @@ class ServingGraph:
 
     def _build_classifier(self, model):
         from keras_attn.models import attention_outputs
-        from keras_attn.viz.attention_maps import _kind_of
-        from keras_attn.viz.attention_maps import _maps_with_layers
+        from keras_attn.models.attention_maps import attention_map_layers
+        from keras_attn.viz.attention_maps import map_kind
 
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             _fail("model", model.name,
@@ -224,9 +224,9 @@ class ServingGraph:
                   f"{tuple(model.outputs[0].shape)}")
         symbolic = attention_outputs(model)
         tensors = []
-        for name, layer, index in _maps_with_layers(model):
+        for name, layer, index in attention_map_layers(model):
             tensor = symbolic[name]
-            kind = _kind_of(layer, index, tuple(tensor.shape))
+            kind = map_kind(layer, index, tuple(tensor.shape))
             if kind in ("channel", "none"):
                 self.skipped[name] = kind
                 continue

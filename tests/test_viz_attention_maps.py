@@ -19,7 +19,7 @@ from keras_attn.viz import plot_model_attention
 from keras_attn.viz import plot_stn
 from keras_attn.viz import reduce_attention
 from keras_attn.viz import spatial_attention_maps
-from keras_attn.viz.attention_maps import _resize_bilinear
+from keras_attn.viz.plotting import resize_bilinear
 
 H, W = 8, 6  # non-square on purpose
 
@@ -152,7 +152,7 @@ def test_spatial_attention_maps_of_a_hand_built_model():
 
 def test_resize_matches_keras():
     maps = np.random.default_rng(0).random((2, 3, 5))
-    ours = _resize_bilinear(maps, 8, 7)
+    ours = resize_bilinear(maps, 8, 7)
     theirs = ops.image.resize(maps[..., None].astype("float32"), (8, 7),
                               interpolation="bilinear")
     np.testing.assert_allclose(ours, _numpy(theirs)[..., 0], atol=1e-5)

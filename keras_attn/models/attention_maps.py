@@ -14,6 +14,31 @@ def _is_keras_attn_layer(layer):
     return type(layer).__module__.startswith("keras_attn.layers")
 
 
+def attention_map_layers(model):
+    """`[(name, layer, index)]` for every attention map in `model`.
+
+    In model order, one entry per map: `name` is the map's key in
+    `attention_outputs`, `layer` the keras_attn layer computing it and
+    `index` the map's position among the maps that layer returns (0 for the
+    first: CBAM's channel map; 1 for its spatial map).
+    """
+    found = []
+    for layer in model.layers:
+        if not _is_keras_attn_layer(layer) or not layer._inbound_nodes:
+            continue
+        outputs = layer.output
+        if not isinstance(outputs, (list, tuple)):
+            continue
+        extra = len(outputs) - 1
+        if extra == 1:
+            found.append((layer.name, layer, 0))
+        else:
+            found.extend(
+                (f"{layer.name}_{i + 1}", layer, i) for i in range(extra)
+            )
+    return found
+
+
 def attention_outputs(model):
     """`{name: symbolic map}` for every attention map in `model`.
 
@@ -21,20 +46,10 @@ def attention_outputs(model):
     several (CBAM: channel and spatial) contributes `layer.name_1`,
     `layer.name_2`, ... in the order the layer returns them.
     """
-    maps = {}
-    for layer in model.layers:
-        if not _is_keras_attn_layer(layer) or not layer._inbound_nodes:
-            continue
-        outputs = layer.output
-        if not isinstance(outputs, (list, tuple)):
-            continue
-        extra = list(outputs)[1:]
-        if len(extra) == 1:
-            maps[layer.name] = extra[0]
-        else:
-            for i, tensor in enumerate(extra, start=1):
-                maps[f"{layer.name}_{i}"] = tensor
-    return maps
+    return {
+        name: list(layer.output)[index + 1]
+        for name, layer, index in attention_map_layers(model)
+    }
 
 
 def attention_model(model):

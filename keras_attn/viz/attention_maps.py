@@ -55,9 +55,13 @@ import math
 
 import numpy as np
 
-from keras_attn.viz.glimpses import _INSTALL
-from keras_attn.viz.glimpses import _check_images
-from keras_attn.viz.glimpses import _fail
+from keras_attn.utils.validation import fail
+from keras_attn.viz.plotting import check_images
+from keras_attn.viz.plotting import figure_grid
+from keras_attn.viz.plotting import min_max_scale
+from keras_attn.viz.plotting import require_matplotlib
+from keras_attn.viz.plotting import resize_bilinear
+from keras_attn.viz.plotting import show_image
 
 KINDS = ("spatial", "mask", "global", "local", "block", "channel", "none")
 
@@ -76,24 +80,11 @@ _LAYER_KINDS = {
 }
 
 
-def _matplotlib(function):
-    try:
-        from matplotlib import colormaps
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError(
-            f"{function} needs matplotlib; install it with `{_INSTALL}` "
-            "(or `pip install matplotlib`)."
-        ) from error
-    return colormaps, FigureCanvasAgg, Figure
-
-
 def _kernel_side(function, length):
     side = math.isqrt(int(length))
     if side * side != length:
-        _fail(function, "attention", f"last axis of length {length}",
-              "k*k neighbour weights for an integer k")
+        fail(function, "attention", f"last axis of length {length}",
+             "k*k neighbour weights for an integer k")
     return side
 
 
@@ -113,7 +104,7 @@ def reduce_attention(attention, kind, grid=None):
     """
     name = "reduce_attention"
     if kind not in KINDS:
-        _fail(name, "kind", kind, f"one of {KINDS}")
+        fail(name, "kind", kind, f"one of {KINDS}")
     if kind in ("channel", "none"):
         return None
     a = np.asarray(attention, dtype=np.float64)
@@ -128,8 +119,8 @@ def reduce_attention(attention, kind, grid=None):
             "local": "(B, h, w, heads, k*k)",
             "block": "(B, h, w, k*k)",
         }
-        _fail(name, "attention", f"array of shape {a.shape}",
-              f"shape {layouts[kind]} for kind={kind!r}")
+        fail(name, "attention", f"array of shape {a.shape}",
+             f"shape {layouts[kind]} for kind={kind!r}")
     if kind == "spatial":
         return a[..., 0] if a.ndim == 4 else a
     if kind == "mask":
@@ -140,8 +131,8 @@ def reduce_attention(attention, kind, grid=None):
             side = math.isqrt(length)
             grid = (side, length // side) if side * side == length else None
         if grid is None or int(grid[0]) * int(grid[1]) != length:
-            _fail(name, "grid", grid,
-                  f"(h, w) with h * w == {length} (the number of keys)")
+            fail(name, "grid", grid,
+                 f"(h, w) with h * w == {length} (the number of keys)")
         received = a.mean(axis=(1, 2))  # (B, hw)
         return received.reshape(a.shape[0], int(grid[0]), int(grid[1]))
     batch, height, width = a.shape[:3]
@@ -169,28 +160,16 @@ def reduce_attention(attention, kind, grid=None):
     return received[:, :height, :width] / (height * width)
 
 
-def _maps_with_layers(model):
-    """`[(name, layer, index)]` in the naming of `attention_outputs`."""
-    from keras_attn.models.attention_maps import _is_keras_attn_layer
+def map_kind(layer, index, attention_shape):
+    """The kind (one of `KINDS`) of the `index`-th map `layer` returns.
 
-    found = []
-    for layer in model.layers:
-        if not _is_keras_attn_layer(layer) or not layer._inbound_nodes:
-            continue
-        outputs = layer.output
-        if not isinstance(outputs, (list, tuple)):
-            continue
-        extra = len(outputs) - 1
-        if extra == 1:
-            found.append((layer.name, layer, 0))
-        else:
-            found.extend(
-                (f"{layer.name}_{i + 1}", layer, i) for i in range(extra)
-            )
-    return found
-
-
-def _kind_of(layer, index, attention_shape):
+    Known keras_attn layers give theirs (CBAM: `"channel"` then
+    `"spatial"`); for another layer the kind is guessed from
+    `attention_shape` alone: `(B, h, w)` (but not a `(B, 2, 3)` affine
+    `theta`) or `(B, h, w, 1)` is `"spatial"`, anything else `"none"`.
+    `layer` and `index` are as
+    `keras_attn.models.attention_maps.attention_map_layers` lists them.
+    """
     kinds = _LAYER_KINDS.get(type(layer).__name__)
     if kinds is not None and index < len(kinds):
         return kinds[index]
@@ -217,12 +196,13 @@ def spatial_attention_maps(model, images):
     from keras import ops
 
     from keras_attn.models import attention_model
+    from keras_attn.models.attention_maps import attention_map_layers
 
     outputs = attention_model(model)([np.asarray(images, np.float32)])
     maps, skipped = {}, {}
-    for name, layer, index in _maps_with_layers(model):
+    for name, layer, index in attention_map_layers(model):
         attention = np.asarray(ops.convert_to_numpy(outputs[name]))
-        kind = _kind_of(layer, index, attention.shape)
+        kind = map_kind(layer, index, attention.shape)
         grid = None
         if kind == "global":
             grid = tuple(layer.output[0].shape[1:3])
@@ -234,69 +214,9 @@ def spatial_attention_maps(model, images):
     return maps, skipped
 
 
-def _resize_bilinear(maps, height, width):
-    """`(B, h, w)` -> `(B, height, width)`, half-pixel centres, no
-    antialiasing (what `keras.ops.image.resize(..., "bilinear")` does)."""
-    maps = np.asarray(maps, dtype=np.float64)
-    h, w = maps.shape[1:]
-
-    def axis(out_size, in_size):
-        src = (np.arange(out_size) + 0.5) * in_size / out_size - 0.5
-        src = np.clip(src, 0, in_size - 1)
-        low = np.floor(src).astype(int)
-        high = np.minimum(low + 1, in_size - 1)
-        return low, high, src - low
-
-    r0, r1, fr = axis(height, h)
-    c0, c1, fc = axis(width, w)
-    top = maps[:, r0][:, :, c0] * (1 - fc) + maps[:, r0][:, :, c1] * fc
-    bottom = maps[:, r1][:, :, c0] * (1 - fc) + maps[:, r1][:, :, c1] * fc
-    return top * (1 - fr)[:, None] + bottom * fr[:, None]
-
-
-def _scaled(map_2d):
-    low, high = float(map_2d.min()), float(map_2d.max())
-    return (map_2d - low) / (high - low) if high > low else np.zeros_like(
-        map_2d
-    )
-
-
-def _show_image(ax, image):
-    image = image.astype(np.float64)
-    low, high = min(0.0, float(image.min())), max(1.0, float(image.max()))
-    if image.ndim == 3:
-        ax.imshow(np.clip((image - low) / (high - low), 0, 1),
-                  interpolation="nearest")
-    else:
-        ax.imshow(image, cmap="gray", vmin=low, vmax=high,
-                  interpolation="nearest")
-
-
-def _check_number(function, argument, value):
-    if isinstance(value, bool) or not isinstance(
-        value, (int, float, np.number)
-    ) or not value > 0:
-        _fail(function, argument, value, "a number > 0")
-
-
-def _figure(function, rows, columns, panel_size, dpi):
-    _, canvas, figure_class = _matplotlib(function)
-    _check_number(function, "panel_size", panel_size)
-    _check_number(function, "dpi", dpi)
-    # A bare Figure on an Agg canvas, as in `draw_glimpses`: no pyplot
-    # state, no window.
-    figure = figure_class(figsize=(columns * panel_size, rows * panel_size),
-                          dpi=dpi)
-    canvas(figure)
-    axes = figure.subplots(rows, columns, squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    return figure, axes
-
-
 def _draw(function, images, maps, path, titles, alpha, cmap, panel_size,
           dpi, note=None):
-    images = _check_images(function, images)
+    images = check_images(function, images)
     batch, height, width = images.shape[:3]
     checked = []
     for i, m in enumerate(maps):
@@ -304,22 +224,22 @@ def _draw(function, images, maps, path, titles, alpha, cmap, panel_size,
         if m.ndim == 4 and m.shape[-1] == 1:
             m = m[..., 0]
         if m.ndim != 3 or m.shape[0] != batch:
-            _fail(function, f"maps[{i}]", f"array of shape {m.shape}",
-                  f"shape ({batch}, h, w): one map per image")
-        checked.append(_resize_bilinear(m, height, width))
+            fail(function, f"maps[{i}]", f"array of shape {m.shape}",
+                 f"shape ({batch}, h, w): one map per image")
+        checked.append(resize_bilinear(m, height, width))
     if titles is not None and len(titles) != len(checked):
-        _fail(function, "titles", titles,
-              f"{len(checked)} titles, one per map")
+        fail(function, "titles", titles,
+             f"{len(checked)} titles, one per map")
     if not 0 <= alpha <= 1:
-        _fail(function, "alpha", alpha, "a number in [0, 1]")
+        fail(function, "alpha", alpha, "a number in [0, 1]")
     columns = 1 + len(checked)
-    figure, axes = _figure(function, batch, columns, panel_size, dpi)
+    figure, axes = figure_grid(function, batch, columns, panel_size, dpi)
     for row in range(batch):
-        _show_image(axes[row, 0], images[row])
+        show_image(axes[row, 0], images[row])
         for col, m in enumerate(checked, start=1):
             ax = axes[row, col]
-            _show_image(ax, images[row])
-            ax.imshow(_scaled(m[row]), cmap=cmap, alpha=alpha, vmin=0,
+            show_image(ax, images[row])
+            ax.imshow(min_max_scale(m[row]), cmap=cmap, alpha=alpha, vmin=0,
                       vmax=1, interpolation="bilinear")
             if row == 0 and titles is not None:
                 ax.set_title(str(titles[col - 1]), fontsize=7)
@@ -386,12 +306,12 @@ def plot_model_attention(model, images, path=None, alpha=0.5, cmap="jet",
         ValueError: the model computes no attention map, or none is spatial.
     """
     name = "plot_model_attention"
-    _matplotlib(name)
+    require_matplotlib(name)
     maps, skipped = spatial_attention_maps(model, images)
     if not maps:
-        _fail(name, "model", model.name,
-              "a model with at least one spatial attention map; its maps "
-              f"are all non-spatial: {skipped}")
+        fail(name, "model", model.name,
+             "a model with at least one spatial attention map; its maps "
+             f"are all non-spatial: {skipped}")
     note = None
     if skipped:
         note = "not spatial, not drawn: " + ", ".join(
@@ -404,8 +324,8 @@ def plot_model_attention(model, images, path=None, alpha=0.5, cmap="jet",
 def _model_images(function, images):
     images = np.asarray(images)
     if images.ndim != 4:
-        _fail(function, "images", f"array of shape {images.shape}",
-              "(batch, height, width, channels) inputs of the model")
+        fail(function, "images", f"array of shape {images.shape}",
+             "(batch, height, width, channels) inputs of the model")
     return images
 
 
@@ -430,18 +350,18 @@ def compare_with_grad_cam(model, images, layer_name, attention_layer=None,
     from keras_attn.viz.grad_cam import grad_cam
 
     name = "compare_with_grad_cam"
-    _matplotlib(name)
+    require_matplotlib(name)
     images = _model_images(name, images)
     maps, skipped = spatial_attention_maps(model, images)
     if attention_layer is None:
         if not maps:
-            _fail(name, "model", model.name,
-                  "a model with a spatial attention map")
+            fail(name, "model", model.name,
+                 "a model with a spatial attention map")
         attention_layer = list(maps)[-1]
     if attention_layer not in maps:
-        _fail(name, "attention_layer", attention_layer,
-              f"one of the spatial maps {sorted(maps)}"
-              + (f" (not spatial: {sorted(skipped)})" if skipped else ""))
+        fail(name, "attention_layer", attention_layer,
+             f"one of the spatial maps {sorted(maps)}"
+             + (f" (not spatial: {sorted(skipped)})" if skipped else ""))
     cam = grad_cam(model, images, layer_name, class_index=class_index)
     return _draw(name, images, [maps[attention_layer], cam], path,
                  [attention_layer, f"Grad-CAM {layer_name}"], alpha, cmap,
@@ -460,15 +380,15 @@ def plot_stn(images, warped, path=None, panel_size=2.0, dpi=100):
         The `matplotlib.figure.Figure` (2 panels per row).
     """
     name = "plot_stn"
-    images = _check_images(name, images)
-    warped = _check_images(name, warped)
+    images = check_images(name, images)
+    warped = check_images(name, warped)
     if len(warped) != len(images):
-        _fail(name, "warped", f"{len(warped)} images",
-              f"one warped image per input image ({len(images)})")
-    figure, axes = _figure(name, len(images), 2, panel_size, dpi)
+        fail(name, "warped", f"{len(warped)} images",
+             f"one warped image per input image ({len(images)})")
+    figure, axes = figure_grid(name, len(images), 2, panel_size, dpi)
     for row in range(len(images)):
-        _show_image(axes[row, 0], images[row])
-        _show_image(axes[row, 1], warped[row])
+        show_image(axes[row, 0], images[row])
+        show_image(axes[row, 1], warped[row])
     axes[0, 0].set_title("input", fontsize=7)
     axes[0, 1].set_title("warped", fontsize=7)
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.92,

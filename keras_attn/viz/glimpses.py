@@ -32,14 +32,9 @@ from __future__ import annotations
 
 import numpy as np
 
-_INSTALL = "pip install keras_attn[viz]"
-
-
-def _fail(function, argument, received, allowed):
-    raise ValueError(
-        f"{function}: invalid `{argument}`; expected {allowed}. "
-        f"Received: {argument}={received!r}"
-    )
+from keras_attn.utils.validation import fail
+from keras_attn.viz.plotting import INSTALL
+from keras_attn.viz.plotting import check_images
 
 
 def _check_geometry(function, glimpse_size, num_scales, scale_factor):
@@ -47,20 +42,20 @@ def _check_geometry(function, glimpse_size, num_scales, scale_factor):
                             ("num_scales", num_scales)):
         if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                 or value < 1):
-            _fail(function, argument, value, "an integer >= 1")
+            fail(function, argument, value, "an integer >= 1")
     if (isinstance(scale_factor, bool)
             or not isinstance(scale_factor, (int, float, np.number))
             or not scale_factor > 0):
-        _fail(function, "scale_factor", scale_factor, "a number > 0")
+        fail(function, "scale_factor", scale_factor, "a number > 0")
 
 
 def _check_locations(function, locations):
     locations = np.asarray(locations, dtype=np.float64)
     if locations.ndim != 3 or locations.shape[-1] != 2:
-        _fail(function, "locations", f"array of shape {locations.shape}",
-              "shape (batch, num_glimpses, 2) holding (x, y) in [-1, 1]")
+        fail(function, "locations", f"array of shape {locations.shape}",
+             "shape (batch, num_glimpses, 2) holding (x, y) in [-1, 1]")
     if not np.all(np.isfinite(locations)):
-        _fail(function, "locations", "non-finite values", "finite numbers")
+        fail(function, "locations", "non-finite values", "finite numbers")
     return locations
 
 
@@ -70,8 +65,8 @@ def _image_size(function, image_shape):
         isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
         for d in shape
     ):
-        _fail(function, "image_shape", image_shape,
-              "(height, width) or (height, width, channels) of integers >= 1")
+        fail(function, "image_shape", image_shape,
+             "(height, width) or (height, width, channels) of integers >= 1")
     return int(shape[0]), int(shape[1])
 
 
@@ -108,27 +103,13 @@ def glimpse_boxes(locations, image_shape, glimpse_size=8, num_scales=3,
                   scale_factor)
 
 
-def _check_images(function, images):
-    images = np.asarray(images)
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
-        _fail(function, "images", f"array of shape {images.shape}",
-              "shape (batch, height, width), (batch, height, width, 1) or "
-              "(batch, height, width, 3)")
-    if not np.issubdtype(images.dtype, np.number):
-        _fail(function, "images", f"array of dtype {images.dtype}",
-              "numbers")
-    return images
-
-
 def _check_per_image(function, argument, values, batch):
     if values is None:
         return None
     array = np.asarray(values)
     if array.ndim != 1 or len(array) != batch:
-        _fail(function, argument, f"values of shape {array.shape}",
-              f"one value per image: shape ({batch},)")
+        fail(function, argument, f"values of shape {array.shape}",
+             f"one value per image: shape ({batch},)")
     return array.tolist()
 
 
@@ -168,30 +149,30 @@ def draw_glimpses(images, locations, path=None, glimpse_size=8,
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(
-            f"{name} needs matplotlib; install it with `{_INSTALL}` "
+            f"{name} needs matplotlib; install it with `{INSTALL}` "
             "(or `pip install matplotlib`)."
         ) from error
 
     _check_geometry(name, glimpse_size, num_scales, scale_factor)
-    images = _check_images(name, images)
+    images = check_images(name, images)
     locations = _check_locations(name, locations)
     batch, height, width = images.shape[:3]
     if locations.shape[0] != batch:
-        _fail(name, "locations", f"array of shape {locations.shape}",
-              f"one row per image: shape ({batch}, num_glimpses, 2)")
+        fail(name, "locations", f"array of shape {locations.shape}",
+             f"one row per image: shape ({batch}, num_glimpses, 2)")
     labels = _check_per_image(name, "labels", labels, batch)
     predictions = _check_per_image(name, "predictions", predictions, batch)
     if columns is None:
         columns = min(batch, 8)
     if (isinstance(columns, bool) or not isinstance(columns, (int, np.integer))
             or columns < 1):
-        _fail(name, "columns", columns, "an integer >= 1")
+        fail(name, "columns", columns, "an integer >= 1")
     columns = min(int(columns), batch)
     for argument, value in (("panel_size", panel_size), ("dpi", dpi)):
         if isinstance(value, bool) or not isinstance(
             value, (int, float, np.number)
         ) or not value > 0:
-            _fail(name, argument, value, "a number > 0")
+            fail(name, argument, value, "a number > 0")
     rows = -(-batch // columns)
     boxes = _boxes(locations, height, width, glimpse_size, num_scales,
                    scale_factor)

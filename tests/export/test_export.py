@@ -84,11 +84,11 @@ def _check_fresh_process(model, name, manifest, tmp_path):
                                   probabilities.argmax(-1))
     if "attention_maps" in fresh:
         # The in-graph reduction matches keras_attn.viz's NumPy one.
-        from keras_attn.viz.attention_maps import _resize_bilinear
         from keras_attn.viz.attention_maps import spatial_attention_maps
+        from keras_attn.viz.plotting import resize_bilinear
 
         maps, _ = spatial_attention_maps(model, images)
-        want = np.stack([_resize_bilinear(maps[n], *SHAPE[:2])
+        want = np.stack([resize_bilinear(maps[n], *SHAPE[:2])
                          for n in manifest["attention_maps"]["names"]], 1)
         np.testing.assert_allclose(fresh["attention_maps"], want,
                                    rtol=1e-4, atol=1e-6)
