@@ -19,16 +19,31 @@ Serving's "RESTful API" so a client written for TF Serving works unchanged:
   inputs such as the `serve_image_bytes` signature's encoded images go as
   `{"b64": "..."}`. See `export._rest` for the conventions.
 
-Errors answer `{"error": "..."}` with TF Serving's 4xx status (400 bad
-request, 404 unknown model or version, 413 body over `--max-body-bytes`),
-and the server goes on serving. Parsing, the model call and encoding the
-answer run in a thread pool (`--threads`), so the event loop keeps
-accepting requests while a batch runs.
+Errors answer `{"error": "..."}` naming what was wrong, with TF Serving's
+4xx status (400 bad request, 404 unknown model or version), and the server
+goes on serving; no client input makes it answer 5xx, except 503 when it is
+full. A hostile or careless client cannot make it do unbounded work
+(`Limits`, each a flag):
 
-The server binds 127.0.0.1 unless told otherwise: it has no authentication
-or TLS, so put it behind a proxy that does before exposing it. For
-production, serve the same DIR with the official TF Serving container (see
-README).
+- 413 past `--max-body-bytes` (as sent, and after gzip inflation),
+  `--max-batch` instances, or the `--max-image-pixels` /
+  `--max-request-pixels` an encoded image decodes to (read from its header
+  before decoding, `export._images`);
+- 503 with `Retry-After` when `--max-pending` predictions are running or
+  queued: status and metadata calls, answered on the event loop, go on;
+- 408 for a body not received within `--body-timeout`; a connection whose
+  headers do not arrive within `--header-timeout`, or that idles past
+  `--keep-alive-timeout`, is closed (`export._http`).
+
+Parsing, the model call and encoding the answer run in a thread pool
+(`--threads`), so the event loop keeps accepting requests while a batch
+runs.
+
+The server binds 127.0.0.1 unless told otherwise. It has no TLS, and no
+authentication unless `--token-file` names a file holding a bearer token
+that every request must then send (`Authorization: Bearer TOKEN`, else
+401); put it behind a TLS proxy before exposing it. For production, serve
+the same DIR with the official TF Serving container (see docs/serving.md).
 
 It reads only the SavedModel (no keras_attn import), so the signatures it
 serves are generic: their inputs, outputs, dtypes and shapes come from each
@@ -40,6 +55,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -52,15 +69,22 @@ from dataclasses import field
 
 import tensorflow as tf
 import uvicorn
+from google.protobuf import json_format
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
+from export._http import read_body
+from export._http import timed_protocol
+from export._images import ImageHeaderError
+from export._images import image_size
 from export._rest import RestError
 from export._rest import TensorInfo
+from export._rest import batch_sizes
 from export._rest import columns_to_arrays
 from export._rest import dumps
 from export._rest import outputs_to_columns
@@ -74,6 +98,16 @@ DEFAULT_HOST = "127.0.0.1"
 # ten while capping what one request can make the server hold in memory.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_THREADS = 4
+# Admission limits (see `Limits`).
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096  # a 12-megapixel photo fits
+DEFAULT_MAX_REQUEST_PIXELS = 2 * 4096 * 4096
+DEFAULT_PENDING_PER_THREAD = 4
+# Timeouts (seconds).
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5.0
+RETRY_AFTER_SECONDS = 1
 PREDICT_METHOD = "tensorflow/serving/predict"
 
 _LOG = logging.getLogger("keras_attn.serve")
@@ -283,35 +317,97 @@ def load_repository(
     return ModelRepository(servables)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one `:predict` request may make the server do.
+
+    - `max_body_bytes`: the body as sent, and again after gzip inflation
+      (413 past it).
+    - `max_batch`: instances in the row format, or the leading dimension
+      of any input in the columnar one (413 past it). With the body limit
+      it bounds the work and the answer's size: a 28x28 model's answer
+      for 64 instances is a few MB.
+    - `max_image_pixels`, `max_request_pixels`: pixels an encoded image
+      (`DT_STRING` input, JPEG/PNG/GIF/BMP/WebP) decodes to, read from its
+      header before anything is decoded (413 past either); all frames of
+      a GIF or animated WebP count.
+    - `max_pending`: predict requests admitted at once, running or waiting
+      for one of the worker threads; one more gets 503 with `Retry-After`,
+      so a burst of heavy requests queues no deeper than this while status
+      and metadata calls, answered on the event loop, go on.
+    - `body_timeout`: seconds a client may take to send its body (408).
+    """
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
+    max_pending: int = DEFAULT_PENDING_PER_THREAD * DEFAULT_THREADS
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+
+    def __post_init__(self):
+        for name in ("max_body_bytes", "max_batch", "max_image_pixels",
+                     "max_request_pixels", "max_pending"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) \
+                    or value < 1:
+                raise ValueError(
+                    f"create_app: {name} must be a positive integer; got "
+                    f"{value!r}"
+                )
+        if not self.body_timeout > 0:
+            raise ValueError(
+                f"create_app: body_timeout must be positive; got "
+                f"{self.body_timeout!r}"
+            )
+
+
 def create_app(
     repository: ModelRepository,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     threads: int = DEFAULT_THREADS,
+    *,
+    limits: Limits | None = None,
+    token: str | None = None,
 ) -> Starlette:
     """The ASGI app serving `repository` over TF Serving's REST API.
 
     Request bodies over `max_body_bytes` are refused with 413 while they
     are read (a missing or false Content-Length does not get past it).
-    Predictions run in a pool of `threads` worker threads.
+    Predictions run in a pool of `threads` worker threads. `limits` sets
+    every admission limit (`Limits`; its `max_body_bytes` then wins, and
+    `max_pending` defaults to 4 per thread). With `token`, every request
+    must carry `Authorization: Bearer TOKEN` (else 401).
     """
-    if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
-        raise ValueError(
-            f"create_app: max_body_bytes must be a positive integer; got "
-            f"{max_body_bytes!r}"
-        )
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(
             f"create_app: threads must be a positive integer; got {threads!r}"
         )
+    if limits is None:
+        limits = Limits(max_body_bytes=max_body_bytes,
+                        max_pending=DEFAULT_PENDING_PER_THREAD * threads)
+    if token is not None and not (isinstance(token, str) and token.strip()):
+        raise ValueError("create_app: token must be a non-empty string")
+    expected_auth = f"Bearer {token.strip()}".encode() if token else None
     executor = ThreadPoolExecutor(
         max_workers=threads, thread_name_prefix="keras-attn-serve"
     )
+    pending = [0]  # predict requests admitted (event-loop thread only)
 
     async def models_endpoint(request: Request) -> Response:
         try:
+            _check_token(request, expected_auth)
             return await _dispatch(request)
         except RestError as err:
             return _error_response(err)
+        except ClientDisconnect:
+            client = request.client
+            _LOG.info(
+                "%s disconnected before sending the whole body of %s %s",
+                f"{client.host}:{client.port}" if client else "a client",
+                request.method, request.url.path,
+            )
+            return Response(status_code=400)  # nobody is left to read it
         except Exception as err:  # keep serving; say what broke
             _LOG.exception("request %s failed", request.url.path)
             return _error_response(RestError(500, f"internal error: {err}"))
@@ -346,12 +442,25 @@ def create_app(
         if suffix == ":predict":
             _require_method(request, "POST", ":predict")
             servable = repository.get(name, version)
-            raw = await _read_body(request, max_body_bytes)
-            loop = asyncio.get_running_loop()
-            payload = await loop.run_in_executor(
-                executor, _predict, servable, raw
-            )
-            return _json_response(payload)
+            raw = await read_body(request, limits.max_body_bytes,
+                                  limits.body_timeout)
+            if pending[0] >= limits.max_pending:
+                raise RestError(
+                    503,
+                    f"the server is busy: {limits.max_pending} predict "
+                    "requests are already running or queued "
+                    f"(--max-pending); retry after {RETRY_AFTER_SECONDS} s",
+                    {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            pending[0] += 1
+            try:
+                loop = asyncio.get_running_loop()
+                answer = await loop.run_in_executor(
+                    executor, _predict, servable, raw, limits
+                )
+            finally:
+                pending[0] -= 1
+            return Response(answer, media_type="application/json")
         if suffix in (":classify", ":regress"):
             raise RestError(
                 501,
@@ -364,6 +473,10 @@ def create_app(
         )
 
     async def not_found(request: Request) -> Response:
+        try:
+            _check_token(request, expected_auth)
+        except RestError as err:
+            return _error_response(err)
         return _error_response(
             RestError(
                 404,
@@ -389,16 +502,36 @@ def create_app(
     )
     app.state.repository = repository
     app.state.executor = executor
+    app.state.limits = limits
     return app
 
 
+def uvicorn_config(app: Starlette, host: str = DEFAULT_HOST, port: int = 0,
+                   *, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+                   keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
+                   **kwargs) -> uvicorn.Config:
+    """uvicorn's settings for `app`: the h11 protocol with the header
+    timeout (`export._http.timed_protocol`) and the keep-alive timeout;
+    `kwargs` go to `uvicorn.Config` as they are."""
+    if not keep_alive_timeout > 0:
+        raise ValueError(
+            f"uvicorn_config: keep_alive_timeout must be positive; got "
+            f"{keep_alive_timeout!r}"
+        )
+    return uvicorn.Config(
+        app, host=host, port=port, http=timed_protocol(header_timeout),
+        timeout_keep_alive=keep_alive_timeout, **kwargs)
+
+
 def serve_in_thread(app: Starlette, host: str = DEFAULT_HOST,
-                    port: int = 0, timeout: float = 30.0):
+                    port: int = 0, timeout: float = 30.0, **settings):
     """Run `app` under uvicorn in a daemon thread (port 0: a free one), for
-    tests, benchmarks and notebooks. Returns `(url, stop)`; `stop()` shuts
-    the server down and waits for the thread."""
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on"))
+    tests, benchmarks and notebooks. `settings` go to `uvicorn_config`
+    (`header_timeout=2`, ...). Returns `(url, stop)`; `stop()` shuts the
+    server down and waits for the thread."""
+    settings.setdefault("log_level", "warning")
+    server = uvicorn.Server(uvicorn_config(
+        app, host=host, port=port, lifespan="on", **settings))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -416,46 +549,88 @@ def serve_in_thread(app: Starlette, host: str = DEFAULT_HOST,
     return f"http://{host}:{bound}", stop
 
 
-def _predict(servable: Servable, raw: bytes) -> dict:
-    """Runs one `:predict` body (in a worker thread): parse, call, encode."""
-    signature_name, form, payload = parse_predict_body(raw)
-    signature = servable.signatures.get(signature_name)
+def _predict(servable: Servable, raw: bytes, limits: Limits) -> bytes:
+    """Runs one `:predict` body (in a worker thread): parse, admit, call,
+    encode; returns the answer's JSON bytes."""
+    body = parse_predict_body(raw)
+    signature = servable.signatures.get(body.signature_name)
     if signature is None:
         raise RestError(
             400,
-            f'Serving signature key "{signature_name}" not found; model '
-            f"'{servable.name}' version {servable.version} has "
+            f'Serving signature key "{body.signature_name}" not found; '
+            f"model '{servable.name}' version {servable.version} has "
             f"{sorted(servable.signatures)}",
         )
-    if form == "instances":
-        arrays = rows_to_arrays(payload, signature.inputs, signature_name)
-        return outputs_to_rows(signature.run(arrays))
-    arrays = columns_to_arrays(payload, signature.inputs, signature_name)
-    return outputs_to_columns(signature.run(arrays))
+    batch = max(batch_sizes(body), default=0)
+    if batch > limits.max_batch:
+        raise RestError(
+            413,
+            f"the request has a batch of {batch}; the server takes at most "
+            f"{limits.max_batch} instances per request (--max-batch): "
+            "split it into several requests",
+        )
+    if body.form == "instances":
+        arrays = rows_to_arrays(body.payload, signature.inputs,
+                                signature.name, body.booleans)
+    else:
+        arrays = columns_to_arrays(body.payload, signature.inputs,
+                                   signature.name, body.booleans)
+    _check_images(arrays, signature, limits)
+    outputs = signature.run(arrays)
+    if body.form == "instances":
+        return dumps(outputs_to_rows(outputs))
+    return dumps(outputs_to_columns(outputs))
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    # Count what actually arrives: a chunked body has no Content-Length,
-    # and a client can send more than it declared.
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _check_images(arrays: dict, signature: Signature, limits: Limits):
+    """Refuses encoded images that would decode past the pixel limits,
+    from their headers alone (`export._images`)."""
+    total = 0
+    for key, array in arrays.items():
+        if signature.inputs[key].dtype != "DT_STRING":
+            continue
+        for index, data in enumerate(array.reshape(-1)):
+            where = f"input '{key}' item {index}"
+            try:
+                size = image_size(data)
+            except ImageHeaderError as err:
+                raise RestError(
+                    400, f"{where} cannot be decoded: {err}"
+                ) from None
+            if size is None:
+                continue
+            if size.pixels > limits.max_image_pixels:
+                raise RestError(
+                    413,
+                    f"{where} is a {size.width} x {size.height} "
+                    f"{size.format.upper()} ({size.pixels} pixels to decode"
+                    f"); the server decodes at most "
+                    f"{limits.max_image_pixels} pixels per image "
+                    "(--max-image-pixels): downscale it before sending",
+                )
+            total += size.pixels
+    if total > limits.max_request_pixels:
+        raise RestError(
+            413,
+            f"the request's images decode to {total} pixels; the server "
+            f"decodes at most {limits.max_request_pixels} per request "
+            "(--max-request-pixels): send fewer or smaller images",
+        )
 
 
-def _too_large(limit: int) -> RestError:
-    return RestError(
-        413,
-        f"request body exceeds the server's limit of {limit} bytes; send "
-        "fewer instances per request or restart the server with a larger "
-        "--max-body-bytes",
-    )
+def _check_token(request: Request, expected: bytes | None):
+    if expected is None:
+        return
+    given = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(given, expected):
+        raise RestError(
+            401,
+            "this server needs a bearer token: send the header "
+            "'Authorization: Bearer TOKEN' with the token of its "
+            "--token-file" + (" (the one sent does not match)"
+                              if given else ""),
+            {"WWW-Authenticate": "Bearer"},
+        )
 
 
 def _require_method(request: Request, method: str, what: str):
@@ -512,10 +687,11 @@ def _json_response(payload, status: int = 200, headers=None) -> Response:
 
 
 def _error_response(err: RestError) -> Response:
-    # After a 413 the rest of the body is still unread: closing the
-    # connection is cheaper than reading it only to throw it away.
-    headers = {"Connection": "close"} if err.status == 413 else None
-    return _json_response({"error": err.message}, err.status, headers)
+    # An error raised while the body is still unread (413, 408) carries
+    # "Connection: close": closing is cheaper than reading the rest only
+    # to throw it away.
+    return _json_response({"error": err.message}, err.status,
+                          err.headers or None)
 
 
 def _versions(path: str) -> dict[int, str]:
@@ -569,6 +745,10 @@ def _signature_def_json(proto) -> dict:
         "inputs": {k: tensor(v) for k, v in sorted(proto.inputs.items())},
         "outputs": {k: tensor(v) for k, v in sorted(proto.outputs.items())},
         "method_name": proto.method_name,
+        "defaults": {
+            k: json_format.MessageToDict(v, preserving_proto_field_name=True)
+            for k, v in sorted(proto.defaults.items())
+        },
     }
 
 
@@ -604,26 +784,93 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="interface to bind (default %(default)s; the "
-                        "server has no authentication)")
+                        "server has no TLS)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help="TCP port (default %(default)s, TF Serving's "
                         "REST port)")
-    parser.add_argument("--max-body-bytes", type=int,
+    parser.add_argument("--token-file", default=None,
+                        help="file holding a bearer token: every request "
+                        "must then send 'Authorization: Bearer TOKEN' "
+                        "(default: no authentication)")
+    limits = parser.add_argument_group(
+        "limits", "what one request may make the server do (over a limit: "
+        "413, or 503 when --max-pending is reached)")
+    limits.add_argument("--max-body-bytes", type=int,
                         default=DEFAULT_MAX_BODY_BYTES,
-                        help="largest request body accepted; larger ones "
-                        "get 413 (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="largest request body, as sent and after gzip "
+                        "inflation (default %(default)s)")
+    limits.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                        help="most instances per request (default "
+                        "%(default)s)")
+    limits.add_argument("--max-image-pixels", type=int,
+                        default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="most pixels one encoded image may decode to, "
+                        "read from its header (default %(default)s)")
+    limits.add_argument("--max-request-pixels", type=int,
+                        default=DEFAULT_MAX_REQUEST_PIXELS,
+                        help="most pixels all images of one request may "
+                        "decode to (default %(default)s)")
+    limits.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help="worker threads running predictions "
                         "(default %(default)s)")
-    parser.add_argument("--limit-concurrency", type=int, default=None,
+    limits.add_argument("--max-pending", type=int, default=None,
+                        help="predict requests running or waiting for a "
+                        "thread at once; more get 503 with Retry-After "
+                        f"(default {DEFAULT_PENDING_PER_THREAD} x --threads)")
+    limits.add_argument("--limit-concurrency", type=int, default=None,
                         help="answer 503 beyond this many open connections "
                         "and requests (default: no limit)")
+    timeouts = parser.add_argument_group("timeouts", "in seconds")
+    timeouts.add_argument("--header-timeout", type=float,
+                          default=DEFAULT_HEADER_TIMEOUT,
+                          help="close a connection whose request headers "
+                          "are not complete this long after it opened or "
+                          "after its last answer (default %(default)s)")
+    timeouts.add_argument("--body-timeout", type=float,
+                          default=DEFAULT_BODY_TIMEOUT,
+                          help="answer 408 to a body not received in full "
+                          "this long after its headers (default "
+                          "%(default)s)")
+    timeouts.add_argument("--keep-alive-timeout", type=float,
+                          default=DEFAULT_KEEP_ALIVE_TIMEOUT,
+                          help="close an idle keep-alive connection after "
+                          "this long (default %(default)s)")
     parser.add_argument("--all-versions", action="store_true",
                         help="load every version, not only the highest")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info",
                                  "debug"])
     return parser
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` binds only this machine (127.0.0.0/8, ::1,
+    localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: str) -> str:
+    """The bearer token in the file at `path` (surrounding whitespace
+    dropped). Raises ValueError for a missing or empty file, or a token
+    that cannot travel in an HTTP header."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--token-file {path!r} cannot be read: {err}") \
+            from None
+    if not token:
+        raise ValueError(f"--token-file {path!r} is empty; write the token "
+                         "into it (e.g. `openssl rand -hex 32 > FILE`)")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise ValueError(f"--token-file {path!r}: the token must be "
+                         "printable ASCII without spaces")
+    return token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -633,39 +880,76 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in [0, 65535]; got {args.port}")
-    if args.max_body_bytes < 1:
-        parser.error(
-            f"--max-body-bytes must be positive; got {args.max_body_bytes}"
-        )
+    for flag in ("max_body_bytes", "max_batch", "max_image_pixels",
+                 "max_request_pixels"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be positive; "
+                         f"got {getattr(args, flag)}")
     if args.threads < 1:
         parser.error(f"--threads must be at least 1; got {args.threads}")
-    if args.limit_concurrency is not None and args.limit_concurrency < 1:
-        parser.error(
-            "--limit-concurrency must be at least 1; got "
-            f"{args.limit_concurrency}"
-        )
+    for flag in ("max_pending", "limit_concurrency"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1; "
+                         f"got {value}")
+    for flag in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+        if not getattr(args, flag) > 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive; "
+                         f"got {getattr(args, flag)}")
+    token = None
+    if args.token_file is not None:
+        try:
+            token = read_token(args.token_file)
+        except ValueError as err:
+            parser.error(str(err))
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(levelname)s:     %(message)s")
     try:
         repository = load_repository(args.directory, args.all_versions)
     except ValueError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    app = create_app(repository, args.max_body_bytes, args.threads)
+    limits = Limits(
+        max_body_bytes=args.max_body_bytes,
+        max_batch=args.max_batch,
+        max_image_pixels=args.max_image_pixels,
+        max_request_pixels=args.max_request_pixels,
+        max_pending=args.max_pending
+        or DEFAULT_PENDING_PER_THREAD * args.threads,
+        body_timeout=args.body_timeout,
+    )
+    app = create_app(repository, threads=args.threads, limits=limits,
+                     token=token)
     _LOG.info("serving %s", repository.describe())
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    _LOG.info(
+        "limits: body %d bytes, batch %d, %d pixels per image, %d per "
+        "request, %d pending predictions; timeouts: headers %g s, body %g s, "
+        "keep-alive %g s%s", limits.max_body_bytes, limits.max_batch,
+        limits.max_image_pixels, limits.max_request_pixels,
+        limits.max_pending, args.header_timeout, limits.body_timeout,
+        args.keep_alive_timeout,
+        "; bearer token required" if token else "",
+    )
+    if not is_loopback(args.host):
         _LOG.warning(
-            "binding %s: the server has no authentication or TLS; keep it "
-            "behind a proxy that adds them", args.host,
+            "binding %s: the server has %s and no TLS; keep it behind a "
+            "proxy that adds TLS%s", args.host,
+            "bearer-token authentication" if token else "no authentication",
+            "" if token else " and authentication, or pass --token-file",
         )
-    uvicorn.run(
+    config = uvicorn_config(
         app,
         host=args.host,
         port=args.port,
+        header_timeout=args.header_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
         log_level=args.log_level,
         limit_concurrency=args.limit_concurrency,
         timeout_graceful_shutdown=5,
     )
-    return 0
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3  # 3: uvicorn's startup failure
 
 
 if __name__ == "__main__":

@@ -344,7 +344,7 @@ BAD_REQUESTS = [
      "missing ['b']"),
     ("unknown named input", "tiny:predict",
      {"signature_name": "two_inputs",
-      "inputs": {"a": [[1, 2]], "b": [1], "c": [1]}}, 400, "unknown ['c']"),
+      "instances": [{"a": [1, 2], "b": 1, "c": 1}]}, 400, "unknown ['c']"),
     ("bare instances for two inputs", "tiny:predict",
      {"signature_name": "two_inputs", "instances": [[1, 2]]}, 400,
      "keyed by input name"),
