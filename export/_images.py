@@ -34,13 +34,16 @@ class ImageHeaderError(ValueError):
 
 @dataclass(frozen=True)
 class ImageSize:
-    """`format` (`"png"`, ...), the decoded `width` x `height`, and the
-    `pixels` a decoder allocates (all frames of an animation)."""
+    """`format` (`"png"`, ...), the decoded `width` x `height`, the
+    `pixels` a decoder allocates (all frames of an animation), and
+    whether it is an `animated` WebP (TensorFlow 2.21's WebP decoder
+    corrupts the heap on those: the server refuses them)."""
 
     format: str
     width: int
     height: int
     pixels: int
+    animated: bool = False
 
 
 def sniff(data: bytes) -> str | None:
@@ -67,7 +70,7 @@ def image_size(data: bytes) -> ImageSize | None:
         return None
     reader = _READERS[kind]
     try:
-        width, height, pixels = reader(data)
+        width, height, pixels, *animated = reader(data)
     except (struct.error, IndexError):
         raise ImageHeaderError(
             f"the {kind.upper()} header is truncated"
@@ -76,7 +79,8 @@ def image_size(data: bytes) -> ImageSize | None:
         raise ImageHeaderError(
             f"the {kind.upper()} header gives a size of {width} x {height}"
         )
-    return ImageSize(kind, width, height, max(pixels, width * height))
+    return ImageSize(kind, width, height, max(pixels, width * height),
+                     bool(animated and animated[0]))
 
 
 def _png(data: bytes):
@@ -163,11 +167,13 @@ def _webp(data: bytes):
     offset = 12
     size = None
     frames = 0
+    animated = False
     while offset + 8 <= len(data):
         chunk = data[offset:offset + 4]
         (length,) = struct.unpack("<I", data[offset + 4:offset + 8])
         body = offset + 8
         if chunk == b"VP8X":
+            animated = bool(data[body] & 0x02)
             width = 1 + int.from_bytes(data[body + 4:body + 7], "little")
             height = 1 + int.from_bytes(data[body + 7:body + 10], "little")
             size = (width, height)
@@ -187,7 +193,8 @@ def _webp(data: bytes):
     if size is None:
         raise ImageHeaderError("the WebP has no VP8, VP8L or VP8X chunk")
     width, height = size
-    return width, height, width * height * max(frames, 1)
+    return width, height, width * height * max(frames, 1), \
+        animated or frames > 0
 
 
 _READERS = {"png": _png, "jpeg": _jpeg, "gif": _gif, "bmp": _bmp,

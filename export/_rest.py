@@ -56,6 +56,8 @@ _INFINITY = float("inf")
 _MINUS_INFINITY = float("-inf")
 _CONSTANTS = {"NaN": float("nan"), "Infinity": _INFINITY,
               "-Infinity": _MINUS_INFINITY}
+# A JSON string, escapes included (unrolled so long strings match fast).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _BASE64_SPACE = str.maketrans("", "", " \t\n\r\f\v")
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*")
 
@@ -120,6 +122,33 @@ class PredictBody:
     booleans: bool = True
 
 
+def json_size(raw: bytes) -> int:
+    """About how many values, lists and objects the JSON text `raw` holds,
+    counted without parsing it: its commas and opening brackets outside
+    strings. `json.loads` allocates a Python object for each, which for
+    `[[0],[0],...]` is twenty times the text's size: the server compares
+    this with `max_json_size` before parsing."""
+    bare = _JSON_STRING.sub(b'""', raw)
+    return bare.count(b",") + bare.count(b"[") + bare.count(b"{")
+
+
+def max_json_size(inputs: dict[str, TensorInfo], max_batch: int) -> int | None:
+    """The largest `json_size` of a valid request of `max_batch` instances
+    to a signature with `inputs` (generously: every value may be a
+    `{"b64": ...}` object), or None when an input's shape beyond the batch
+    is not static, which leaves the size unbounded."""
+    total = 64 + max_batch * (len(inputs) + 1)  # keys, instance objects
+    for info in inputs.values():
+        if info.shape is None or None in info.shape[1:]:
+            return None
+        dims = info.shape[1:]
+        values = int(np.prod(dims, dtype=np.int64))
+        lists = sum(int(np.prod(dims[:k], dtype=np.int64))
+                    for k in range(len(dims)))
+        total += max_batch * (2 * values + lists) + 1
+    return total
+
+
 def parse_predict_body(raw: bytes) -> PredictBody:
     """Reads a `:predict` body into a `PredictBody`.
 
@@ -174,15 +203,17 @@ def parse_predict_body(raw: bytes) -> PredictBody:
     return PredictBody(signature, form, body[form], booleans)
 
 
-def batch_sizes(body: PredictBody) -> list[int]:
-    """The leading dimension of every input in `body` (the instances in
-    the row format, each input's first list length in the columnar one;
-    0 for a scalar), read before any conversion."""
+def batch_sizes(body: PredictBody, keys) -> list[int]:
+    """The leading dimension of every input `keys` names in `body` (the
+    instances in the row format, each input's first list length in the
+    columnar one; 0 for a scalar), read before any conversion. Columnar
+    keys the signature does not take are ignored, as they are later."""
     if body.form == "instances":
         value = body.payload
         return [len(value)] if isinstance(value, list) else [0]
-    values = (body.payload.values() if _is_named(body.payload)
-              else [body.payload])
+    payload = body.payload
+    values = ([payload[key] for key in keys if key in payload]
+              if _is_named(payload) else [payload])
     return [len(value) if isinstance(value, list) else 0
             for value in values]
 

@@ -87,6 +87,8 @@ from export._rest import TensorInfo
 from export._rest import batch_sizes
 from export._rest import columns_to_arrays
 from export._rest import dumps
+from export._rest import json_size
+from export._rest import max_json_size
 from export._rest import outputs_to_columns
 from export._rest import outputs_to_rows
 from export._rest import parse_predict_body
@@ -552,6 +554,7 @@ def serve_in_thread(app: Starlette, host: str = DEFAULT_HOST,
 def _predict(servable: Servable, raw: bytes, limits: Limits) -> bytes:
     """Runs one `:predict` body (in a worker thread): parse, admit, call,
     encode; returns the answer's JSON bytes."""
+    _check_json_size(servable, raw, limits)
     body = parse_predict_body(raw)
     signature = servable.signatures.get(body.signature_name)
     if signature is None:
@@ -561,7 +564,7 @@ def _predict(servable: Servable, raw: bytes, limits: Limits) -> bytes:
             f"model '{servable.name}' version {servable.version} has "
             f"{sorted(servable.signatures)}",
         )
-    batch = max(batch_sizes(body), default=0)
+    batch = max(batch_sizes(body, signature.inputs), default=0)
     if batch > limits.max_batch:
         raise RestError(
             413,
@@ -582,6 +585,26 @@ def _predict(servable: Servable, raw: bytes, limits: Limits) -> bytes:
     return dumps(outputs_to_columns(outputs))
 
 
+def _check_json_size(servable: Servable, raw: bytes, limits: Limits):
+    """Refuses, before parsing, a body holding more JSON values than the
+    largest request any signature of `servable` admits: parsing is where a
+    body of tiny lists costs twenty times its size, under the GIL."""
+    sizes = [max_json_size(signature.inputs, limits.max_batch)
+             for signature in servable.signatures.values()]
+    if None in sizes:
+        return  # a dynamic shape: only the body limit bounds it
+    budget = max(sizes)
+    size = json_size(raw)
+    if size > budget:
+        raise RestError(
+            413,
+            f"the body holds about {size} JSON values and lists; the "
+            f"largest request model '{servable.name}' admits ("
+            f"{limits.max_batch} instances, --max-batch) holds at most "
+            f"{budget}: send fewer instances per request",
+        )
+
+
 def _check_images(arrays: dict, signature: Signature, limits: Limits):
     """Refuses encoded images that would decode past the pixel limits,
     from their headers alone (`export._images`)."""
@@ -599,6 +622,14 @@ def _check_images(arrays: dict, signature: Signature, limits: Limits):
                 ) from None
             if size is None:
                 continue
+            if size.animated:
+                raise RestError(
+                    400,
+                    f"{where} is an animated WebP, which this server "
+                    "refuses: TensorFlow's WebP decoder corrupts memory on "
+                    "animations; send one frame as PNG, JPEG or a still "
+                    "WebP",
+                )
             if size.pixels > limits.max_image_pixels:
                 raise RestError(
                     413,

@@ -296,7 +296,7 @@ def test_gzip_bodies_are_inflated_and_bombs_refused(server, reference):
 def test_extra_columnar_keys_are_ignored_like_tf_serving(server):
     url, _ = server
     response = post(url, {"signature_name": "two_inputs", "inputs": {
-        "a": [[1.0, 2.0]], "b": [4], "unused": "anything"}})
+        "a": [[1.0, 2.0]], "b": [4], "unused": list(range(MAX_BATCH + 1))}})
     assert response.status_code == 200, response.text
     assert response.json() == {"outputs": [7.0]}
     response = post(url, {"signature_name": "two_inputs",
@@ -340,6 +340,11 @@ def test_batch_limit_is_a_413_before_any_work(server):
                             "instances": pixels}), 413, "--max-batch")
     response = post(url, {"instances": too_many[:MAX_BATCH]})
     assert response.status_code == 200, response.text
+    # Many tiny lists: refused from a count of the body's commas and
+    # brackets, before json.loads builds a Python object for each.
+    tiny_lists = json.dumps({"instances": [[0]] * 5000}).encode()
+    assert len(tiny_lists) < MAX_BODY
+    assert_error(post(url, tiny_lists), 413, "JSON values", "--max-batch")
 
 
 def png_header_only(width, height):
@@ -577,3 +582,74 @@ def test_concurrent_mix_of_valid_and_hostile_clients(server, reference):
         for key in ("probabilities", "attention_maps"):
             np.testing.assert_array_equal(
                 np.array([row[key] for row in rows], np.float32), want[key])
+
+
+def _pillow_image(fmt, mode="RGB", frames=1, **options):
+    pil = pytest.importorskip("PIL.Image")
+    import io
+
+    rng = np.random.default_rng(0)
+    images_ = [pil.fromarray(rng.integers(0, 256, (9, 7, 3), np.uint8))
+               .convert(mode) for _ in range(frames)]
+    buffer = io.BytesIO()
+    if frames > 1:
+        options.update(save_all=True, append_images=images_[1:],
+                       duration=10, loop=0)
+    images_[0].save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt, mode, frames, options, kind, pixels", [
+    ("PNG", "L", 1, {}, "png", 63),
+    ("JPEG", "RGB", 1, {}, "jpeg", 63),
+    ("JPEG", "RGB", 1, {"progressive": True}, "jpeg", 63),
+    ("JPEG", "CMYK", 1, {}, "jpeg", 63),
+    ("BMP", "RGB", 1, {}, "bmp", 63),
+    ("BMP", "L", 1, {}, "bmp", 63),
+    ("GIF", "RGB", 1, {}, "gif", 2 * 63),  # the screen and one frame
+    ("GIF", "RGB", 3, {}, "gif", 4 * 63),  # giflib decodes every frame
+    ("WEBP", "RGB", 1, {}, "webp", 63),
+    ("WEBP", "RGB", 1, {"lossless": True}, "webp", 63),
+    ("WEBP", "RGBA", 1, {}, "webp", 63),
+    ("WEBP", "RGB", 3, {}, "webp", 3 * 63),
+])
+def test_image_headers_give_the_decoded_size(fmt, mode, frames, options,
+                                             kind, pixels):
+    data = _pillow_image(fmt, mode, frames, **options)
+    size = image_size(data)
+    assert (size.format, size.width, size.height) == (kind, 7, 9)
+    assert size.pixels == pixels
+    assert size.animated == (kind == "webp" and frames > 1)
+    if not size.animated:  # TensorFlow 2.21 crashes on animated WebP
+        decoded = tf.io.decode_image(data, expand_animations=False)
+        assert tuple(decoded.shape[:2]) == (9, 7)
+
+
+def test_animated_webp_is_refused_before_it_reaches_the_decoder(server):
+    """TensorFlow 2.21's decode_image corrupts the heap on an animated
+    WebP (the process aborts within a few calls): the server must never
+    hand one to the signature."""
+    url, _ = server
+    animated = _pillow_image("WEBP", "RGB", frames=3)
+    for _ in range(3):
+        response = post(url, {"signature_name": "serve_image_bytes",
+                              "instances": [{"b64": b64(animated)}]})
+        assert_error(response, 400, "item 0 is an animated WebP")
+    still = _pillow_image("WEBP", "RGB")
+    response = post(url, {"signature_name": "serve_image_bytes",
+                          "instances": [{"b64": b64(still)}]})
+    assert_error(response, 400, "failed on this input")  # 1 channel: no
+    response = post(url, {"signature_name": "serve_image_bytes",
+                          "instances": [{"b64": b64(png(9))}]})
+    assert response.status_code == 200, response.text
+
+
+def test_unknown_and_broken_headers():
+    assert image_size(b"hello") is None
+    assert image_size(_pillow_image("TIFF")) is None  # TF cannot decode it
+    from export._images import ImageHeaderError
+
+    for broken in (b"\x89PNG\r\n\x1a\n\0\0", b"\xff\xd8\xff\xd9", b"GIF89a",
+                   b"BM\0\0", b"RIFF\0\0\0\0WEBPJUNK\0\0\0\0"):
+        with pytest.raises(ImageHeaderError):
+            image_size(broken)
