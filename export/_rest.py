@@ -414,13 +414,13 @@ def _array_text(array: np.ndarray) -> str:
     if kind == "b":
         text = np.where(array, "true", "false")
     elif kind == "f":
-        text = array.astype(str)
+        text = _to_str(array)
         if not np.isfinite(array).all():
             text[np.isnan(array)] = "NaN"
             text[np.isposinf(array)] = "Infinity"
             text[np.isneginf(array)] = "-Infinity"
     else:
-        text = array.astype(str)
+        text = _to_str(array)
     if text.ndim == 0:
         return str(text[()])
     rows = [
@@ -433,6 +433,19 @@ def _array_text(array: np.ndarray) -> str:
             for start in range(0, len(rows), size)
         ]
     return rows[0]
+
+
+def _to_str(array: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
+    """`array.astype(str)` in pieces: each piece is one C call holding the
+    GIL for a few milliseconds, so the event loop thread (status calls)
+    gets a turn between them while a large answer is encoded."""
+    if array.size <= chunk:
+        return array.astype(str)
+    flat = array.reshape(-1)
+    return np.concatenate([
+        flat[start:start + chunk].astype(str)
+        for start in range(0, flat.size, chunk)
+    ]).reshape(array.shape)
 
 
 def _encode_bytes(item, key: str):

@@ -653,3 +653,36 @@ def test_unknown_and_broken_headers():
                    b"BM\0\0", b"RIFF\0\0\0\0WEBPJUNK\0\0\0\0"):
         with pytest.raises(ImageHeaderError):
             image_size(broken)
+
+
+def test_idle_connections_no_longer_lock_out_clients(model_dir, reference):
+    """Idle connections count against --limit-concurrency: once they were
+    held for ever and every client got 503; the header timeout drops
+    them."""
+    url, stop, _ = start(model_dir, header_timeout=1.0, limit_concurrency=4)
+    try:
+        idle = [_connect(url) for _ in range(8)]
+        for sock in idle:
+            closed, received = _closed_within(sock, 10)
+            assert closed and received == b""
+            sock.close()
+        batch = images(2, seed=11)
+        assert_valid_answer(post(url, {"instances": batch.tolist()}), batch,
+                            reference)
+    finally:
+        stop()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-batch", "0"], "--max-batch must be positive"),
+    (["--max-image-pixels", "-1"], "--max-image-pixels must be positive"),
+    (["--max-pending", "0"], "--max-pending must be at least 1"),
+    (["--header-timeout", "0"], "--header-timeout must be positive"),
+    (["--body-timeout", "-2"], "--body-timeout must be positive"),
+    (["--token-file", "/nonexistent/token"], "cannot be read"),
+])
+def test_command_line_refuses_bad_limits(model_dir, flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        serve.main([str(model_dir), *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
