@@ -263,9 +263,12 @@ def rts(images, canvas_size=42, max_angle=45.0, scale_range=(0.7, 1.2),
         canvas (NaN for a blank image).
 
     Example:
-    >>> x, _ = keras_attn.data.load_fashion_mnist("test")
-    >>> canvases = keras_attn.data.rts(x[:8])
-    >>> canvases.shape  # (8, 42, 42, 1)
+    >>> import numpy as np
+    >>> import keras_attn.data
+    >>> images = np.ones((8, 28, 28), "uint8")  # e.g. Fashion-MNIST's
+    >>> canvases = keras_attn.data.rts(images)
+    >>> canvases.shape
+    (8, 42, 42, 1)
     """
     name = "rts"
     pool = as_float_images(name, images).numpy()

@@ -333,9 +333,12 @@ class AttentionAugmentedConv2D(keras.layers.Layer):
         `h x w` (rows: queries, summing to one).
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> layer = keras_attn.layers.AttentionAugmentedConv2D(16, 3, 8, 4, 2)
     >>> y, w = layer(np.ones((2, 8, 6, 3)), return_attention=True)
-    >>> y.shape, w.shape  # (2, 8, 6, 16), (2, 2, 48, 48)
+    >>> tuple(y.shape), tuple(w.shape)
+    ((2, 8, 6, 16), (2, 2, 48, 48))
 
     Reference:
     - [Bello et al., 2019](https://arxiv.org/abs/1904.09925)

@@ -64,9 +64,13 @@ def get_attention(identifier, **kwargs):
         ValueError: for an unknown name or an unsupported identifier type.
 
     Example:
+    >>> import keras_attn
     >>> keras_attn.layers.get_attention("se", reduction=16)
-    >>> keras_attn.layers.get_attention(None)  # None: no attention
+    <SqueezeExcite name=..., built=False>
+    >>> keras_attn.layers.get_attention(None) is None  # no attention
+    True
     >>> keras_attn.layers.get_attention(keras_attn.layers.CBAM(reduction=8))
+    <CBAM name=..., built=False>
     """
     if identifier is None or identifier is False:
         return None

@@ -79,9 +79,12 @@ class AttentionStem(keras.layers.Layer):
         `(a, b)` of the pixel's block (0 where that lies outside the image).
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> layer = keras_attn.layers.AttentionStem(16, kernel_size=4)
     >>> y, w = layer(np.ones((2, 8, 8, 3)), return_attention=True)
-    >>> y.shape, w.shape  # (2, 8, 8, 16), (2, 8, 8, 16)
+    >>> tuple(y.shape), tuple(w.shape)
+    ((2, 8, 8, 16), (2, 8, 8, 16))
 
     Reference:
     - [Ramachandran et al., 2019](https://arxiv.org/abs/1906.05909)

@@ -103,9 +103,12 @@ class ChannelAttention(keras.layers.Layer):
         `Mc` of shape `(batch, channels)` in float32.
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> layer = keras_attn.layers.ChannelAttention(reduction=4)
     >>> y, mc = layer(np.ones((2, 8, 8, 16)), return_attention=True)
-    >>> y.shape, mc.shape  # (2, 8, 8, 16), (2, 16)
+    >>> tuple(y.shape), tuple(mc.shape)
+    ((2, 8, 8, 16), (2, 16))
 
     Reference:
     - [Woo et al., 2018](https://arxiv.org/abs/1807.06521)
@@ -200,9 +203,12 @@ class SpatialAttention(keras.layers.Layer):
         `Ms` of shape `(batch, height, width)` in float32.
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> layer = keras_attn.layers.SpatialAttention(kernel_size=7)
     >>> y, ms = layer(np.ones((2, 8, 8, 16)), return_attention=True)
-    >>> y.shape, ms.shape  # (2, 8, 8, 16), (2, 8, 8)
+    >>> tuple(y.shape), tuple(ms.shape)
+    ((2, 8, 8, 16), (2, 8, 8))
 
     Reference:
     - [Woo et al., 2018](https://arxiv.org/abs/1807.06521)
@@ -315,9 +321,12 @@ class CBAM(keras.layers.Layer):
         shape `(batch, height, width)`, both float32.
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> layer = keras_attn.layers.CBAM(reduction=4)
     >>> y, mc, ms = layer(np.ones((2, 8, 8, 16)), return_attention=True)
-    >>> y.shape, mc.shape, ms.shape  # (2, 8, 8, 16), (2, 16), (2, 8, 8)
+    >>> tuple(y.shape), tuple(mc.shape), tuple(ms.shape)
+    ((2, 8, 8, 16), (2, 16), (2, 8, 8))
 
     Reference:
     - [Woo et al., 2018](https://arxiv.org/abs/1807.06521)

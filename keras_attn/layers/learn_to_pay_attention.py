@@ -90,9 +90,12 @@ class LTPAAttention(keras.layers.Layer):
         and `attention` of shape `(batch, height, width)` in float32.
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> layer = keras_attn.layers.LTPAAttention("pc", "softmax")
     >>> g_a, attention = layer([np.ones((2, 8, 8, 16)), np.ones((2, 32))])
-    >>> g_a.shape, attention.shape  # (2, 32), (2, 8, 8)
+    >>> tuple(g_a.shape), tuple(attention.shape)
+    ((2, 32), (2, 8, 8))
 
     Reference:
         Jetley, Lord, Lee, Torr. "Learn to Pay Attention". ICLR 2018.

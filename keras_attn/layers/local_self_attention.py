@@ -142,9 +142,12 @@ class LocalSelfAttention2D(keras.layers.Layer):
         neighbours have weight 0).
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> layer = keras_attn.layers.LocalSelfAttention2D(16, 3, num_heads=2)
     >>> y, w = layer(np.ones((2, 8, 8, 4)), return_attention=True)
-    >>> y.shape, w.shape  # (2, 8, 8, 16), (2, 8, 8, 2, 9)
+    >>> tuple(y.shape), tuple(w.shape)
+    ((2, 8, 8, 16), (2, 8, 8, 2, 9))
 
     Reference:
     - [Ramachandran et al., 2019](https://arxiv.org/abs/1906.05909)

@@ -125,10 +125,12 @@ class ResidualAttentionModule(keras.layers.Layer):
         `M` has shape `(batch, height, width, filters)` and dtype float32.
 
     Example:
-
-    >>> x = keras.random.normal((2, 16, 16, 32))
+    >>> import numpy as np
+    >>> import keras_attn
     >>> module = keras_attn.layers.ResidualAttentionModule(32, num_skips=1)
-    >>> out, mask = module(x, return_attention=True)
+    >>> h, mask = module(np.ones((2, 16, 16, 32)), return_attention=True)
+    >>> tuple(h.shape), tuple(mask.shape)
+    ((2, 16, 16, 32), (2, 16, 16, 32))
 
     Reference:
         [Wang et al., 2017](https://arxiv.org/abs/1704.06904)

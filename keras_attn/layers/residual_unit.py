@@ -75,10 +75,10 @@ class PreActBottleneck(keras.layers.Layer):
         tensor.
 
     Example:
-
-    >>> x = keras.random.normal((2, 16, 16, 32))
+    >>> import numpy as np
+    >>> import keras_attn
     >>> unit = keras_attn.layers.PreActBottleneck(64, strides=2)
-    >>> tuple(unit(x).shape)
+    >>> tuple(unit(np.ones((2, 16, 16, 32))).shape)
     (2, 8, 8, 64)
 
     Reference:

@@ -153,9 +153,12 @@ class SpatialTransformer(keras.layers.Layer):
         `(batch, 2, 3)` in float32.
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> layer = keras_attn.layers.SpatialTransformer(output_size=(16, 16))
     >>> y, theta = layer(np.ones((2, 28, 28, 1)), return_theta=True)
-    >>> y.shape, theta.shape  # (2, 16, 16, 1), (2, 2, 3)
+    >>> tuple(y.shape), tuple(theta.shape)
+    ((2, 16, 16, 1), (2, 2, 3))
 
     Reference:
     - [Jaderberg et al., 2015](https://arxiv.org/abs/1506.02025)

@@ -70,9 +70,12 @@ class SqueezeExcite(keras.layers.Layer):
         `gate` of shape `(batch, channels)` in float32.
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> layer = keras_attn.layers.SqueezeExcite(reduction=16)
     >>> y, gate = layer(np.ones((2, 8, 8, 32)), return_attention=True)
-    >>> y.shape, gate.shape  # (2, 8, 8, 32), (2, 32)
+    >>> tuple(y.shape), tuple(gate.shape)
+    ((2, 8, 8, 32), (2, 32))
 
     Reference:
     - [Hu et al., 2018](https://arxiv.org/abs/1709.01507)

@@ -186,8 +186,10 @@ def aa_wide_resnet(
             would leave no conv channels.
 
     Example:
+    >>> import keras_attn
     >>> model = keras_attn.models.aa_wide_resnet((32, 32, 3), 100)
-    >>> model.output_shape  # (None, 100)
+    >>> model.output_shape
+    (None, 100)
     """
     input_shape = check_input_shape(_NAME, input_shape)
     validation.check_positive_int(_NAME, "num_classes", num_classes)
@@ -313,8 +315,10 @@ def aa_resnet(
             would leave no conv channels.
 
     Example:
+    >>> import keras_attn
     >>> model = keras_attn.models.aa_resnet((224, 224, 3), 1000)
-    >>> model.output_shape  # (None, 1000)
+    >>> model.output_shape
+    (None, 1000)
     """
     name_ = "aa_resnet"
     input_shape = check_input_shape(name_, input_shape)

@@ -67,9 +67,12 @@ def attention_model(model):
             no-attention baseline).
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> model = keras_attn.models.resnet((32, 32, 3), 10, 20, attention="cbam")
-    >>> maps = keras_attn.models.attention_model(model)(images)
-    >>> maps["stage1_block1_cbam_2"].shape  # spatial map (B, 32, 32)
+    >>> maps = keras_attn.models.attention_model(model)(np.ones((2, 32, 32, 3)))
+    >>> tuple(maps["stage1_block1_cbam_2"].shape)  # a spatial map
+    (2, 32, 32)
     """
     maps = attention_outputs(model)
     if not maps:

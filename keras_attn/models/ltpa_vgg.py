@@ -151,8 +151,10 @@ def ltpa_vgg(input_shape, num_classes, compatibility="pc", head="concat",
             the argument and the allowed values.
 
     Example:
+    >>> import keras_attn
     >>> model = keras_attn.models.ltpa_vgg((32, 32, 3), 100)
-    >>> model.get_layer("attention_7").output[1].shape  # (None, 32, 32)
+    >>> model.get_layer("attention_7").output[1].shape
+    (None, 32, 32)
     """
     layers = _check_arguments(
         input_shape, num_classes, compatibility, head, attention_layers,

@@ -165,6 +165,7 @@ def residual_attention_network(input_shape, num_classes, depth=56,
             values.
 
     Example:
+    >>> import keras_attn
     >>> model = keras_attn.models.residual_attention_network((32, 32, 3), 10)
     >>> model.get_layer("stage1_attention1").output[1].shape
     (None, 32, 32, 128)

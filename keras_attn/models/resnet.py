@@ -211,8 +211,10 @@ def resnet(
             `input_shape`, or an unknown `attention` / `attention_kwargs`.
 
     Example:
+    >>> import keras_attn
     >>> model = keras_attn.models.resnet((32, 32, 3), 10, 20, "cbam")
-    >>> model.output_shape  # (None, 10)
+    >>> model.output_shape
+    (None, 10)
     """
     input_shape = check_input_shape("resnet", input_shape)
     validation.check_positive_int("resnet", "num_classes", num_classes)

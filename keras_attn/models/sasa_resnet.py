@@ -200,8 +200,10 @@ def sasa_resnet(
             `attention`, `kernel_size`, `num_heads`, `width` or `name`.
 
     Example:
+    >>> import keras_attn
     >>> model = keras_attn.models.sasa_resnet((32, 32, 3), 10, width=0.25)
-    >>> model.output_shape  # (None, 10)
+    >>> model.output_shape
+    (None, 10)
     """
     input_shape = check_input_shape(_NAME, input_shape)
     validation.check_positive_int(_NAME, "num_classes", num_classes)

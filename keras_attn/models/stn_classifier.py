@@ -79,8 +79,10 @@ def stn_classifier(input_shape, num_classes, transformer=True,
         its second output.
 
     Example:
+    >>> import keras_attn
     >>> model = keras_attn.models.stn_classifier((28, 28, 1), 10)
-    >>> model.output_shape  # (None, 10)
+    >>> model.output_shape
+    (None, 10)
     """
     _check_arguments(input_shape, num_classes, transformer, output_size)
     inputs = keras.Input(tuple(input_shape))

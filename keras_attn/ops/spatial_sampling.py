@@ -86,9 +86,12 @@ def affine_grid(theta, height, width):
         if `theta` is float64).
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> theta = np.array([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]])  # identity
     >>> grid = keras_attn.ops.affine_grid(theta, 4, 5)
-    >>> grid.shape  # (1, 4, 5, 2)
+    >>> tuple(grid.shape)
+    (1, 4, 5, 2)
     """
     name = "affine_grid"
     validation.check_positive_int(name, "height", height)
@@ -146,9 +149,12 @@ def bilinear_sample(images, grid, padding="zeros"):
         The interpolation runs in float32 (float64 if `grid` is float64).
 
     Example:
+    >>> import numpy as np
+    >>> import keras_attn
     >>> grid = keras_attn.ops.affine_grid(np.eye(2, 3)[None], 8, 8)
     >>> out = keras_attn.ops.bilinear_sample(np.ones((1, 16, 16, 3)), grid)
-    >>> out.shape  # (1, 8, 8, 3)
+    >>> tuple(out.shape)
+    (1, 8, 8, 3)
     """
     name = "bilinear_sample"
     validation.check_choice(name, "padding", padding, PADDINGS)

@@ -34,9 +34,13 @@ Shapes: images `(batch, H, W, C)` (channels last, `H, W >= 2`), locations
 `(batch, 2)` as `(x, y)`; output `(batch, num_scales, g, g, C)`.
 
 Usage:
+>>> import numpy as np
+>>> from keras_attn.ram import GlimpseSensor
+>>> images, locations = np.ones((2, 28, 28, 1)), np.zeros((2, 2))
 >>> sensor = GlimpseSensor(glimpse_size=8, num_scales=3, scale_factor=2)
->>> patches = sensor(images, locations)  # (batch, 3, 8, 8, C)
->>> flat = keras.ops.reshape(patches, (batch, -1))
+>>> patches = sensor(images, locations)
+>>> tuple(patches.shape)  # (batch, num_scales, g, g, C)
+(2, 3, 8, 8, 1)
 
 Deviations, stated plainly:
 
@@ -85,8 +89,10 @@ class GlimpseSensor(keras.layers.Layer):
         `(batch, num_scales, g, g, C)` in the layer's compute dtype.
 
     Example:
+    >>> import numpy as np
+    >>> from keras_attn.ram import GlimpseSensor
     >>> sensor = GlimpseSensor(glimpse_size=8, num_scales=3)
-    >>> sensor(np.ones((2, 28, 28, 1)), np.zeros((2, 2))).shape
+    >>> tuple(sensor(np.ones((2, 28, 28, 1)), np.zeros((2, 2))).shape)
     (2, 3, 8, 8, 1)
     """
 

@@ -34,9 +34,17 @@ Shapes: images `(batch, H, W, C)`, labels `(batch,)` integer classes;
 `glimpse_trace(images)` -> `(batch, num_glimpses, 2)` locations `(x, y)`.
 
 Usage:
->>> model = RecurrentAttentionModel(num_classes=10, num_glimpses=6)
+>>> import keras
+>>> import numpy as np
+>>> from keras_attn.ram import RecurrentAttentionModel
+>>> images, labels = np.ones((4, 28, 28, 1)), np.arange(4)
+>>> model = RecurrentAttentionModel(num_classes=10, num_glimpses=2,
+...                                 num_scales=1)
 >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
->>> model.fit(images, labels, epochs=10)  # logs accuracy, reward, ...
+>>> history = model.fit(images, labels, epochs=1, verbose=0)
+>>> sorted(history.history)
+['accuracy', 'baseline_loss', 'classification_loss', 'loss',
+ 'reinforce_loss', 'reward']
 
 Evaluation policies (`eval_policy`, settable; `evaluate_policies` runs all
 three): `"mean"` uses the policy mean (deterministic, what
@@ -134,11 +142,15 @@ class RecurrentAttentionModel(keras.Model):
         **kwargs: base `keras.Model` arguments (`name`, ...).
 
     Example:
+    >>> import numpy as np
+    >>> from keras_attn.ram import RecurrentAttentionModel
+    >>> images = np.ones((2, 28, 28, 1))
     >>> model = RecurrentAttentionModel(num_classes=10, num_glimpses=4,
     ...                                 glimpse_size=8, num_scales=1)
-    >>> model.compile(optimizer="adam")
-    >>> model.fit(x_train, y_train, epochs=5, batch_size=64)
-    >>> model.evaluate_policies(x_test, y_test)  # {"mean": ..., ...}
+    >>> tuple(model(images).shape)  # class probabilities, mean policy
+    (2, 10)
+    >>> model.glimpse_trace(images).shape  # (x, y) of each glimpse
+    (2, 4, 2)
     """
 
     def __init__(

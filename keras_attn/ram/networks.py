@@ -26,9 +26,15 @@ Shapes: `GlimpseNetwork([glimpses (B, k, g, g, C), locations (B, 2)])` ->
 `LocationNetwork(h)` -> `(B, 2)`; `BaselineNetwork(h)` -> `(B, 1)`.
 
 Usage:
->>> g = GlimpseNetwork()([sensor(images, l), l])  # (batch, 256)
+>>> import numpy as np
+>>> from keras_attn import ram
+>>> images, l = np.ones((2, 28, 28, 1)), np.zeros((2, 2))
+>>> sensor, core = ram.GlimpseSensor(), ram.CoreNetwork()
+>>> g = ram.GlimpseNetwork()([sensor(images, l), l])
 >>> h, states = core(g, core.initial_states(g))
->>> mu = LocationNetwork()(h)  # (batch, 2), in [-1, 1]
+>>> mu = ram.LocationNetwork()(h)  # in [-1, 1]
+>>> tuple(g.shape), tuple(h.shape), tuple(mu.shape)
+((2, 256), (2, 256), (2, 2))
 
 Deviations, stated plainly:
 
@@ -102,8 +108,10 @@ class GlimpseNetwork(keras.layers.Layer):
         `(batch, units)`, float32.
 
     Example:
+    >>> import numpy as np
+    >>> from keras_attn.ram import GlimpseNetwork
     >>> net = GlimpseNetwork(what_units=128, where_units=128, units=256)
-    >>> net([np.ones((2, 3, 8, 8, 1)), np.zeros((2, 2))]).shape
+    >>> tuple(net([np.ones((2, 3, 8, 8, 1)), np.zeros((2, 2))]).shape)
     (2, 256)
     """
 
@@ -187,9 +195,13 @@ class CoreNetwork(keras.layers.Layer):
         `(h_t, new_states)`, `h_t` of shape `(batch, units)`, float32.
 
     Example:
+    >>> import numpy as np
+    >>> from keras_attn.ram import CoreNetwork
     >>> core = CoreNetwork(units=256, core="rnn")
     >>> g = np.ones((2, 256), "float32")
     >>> h, states = core(g, core.initial_states(g))
+    >>> tuple(h.shape), len(states)
+    ((2, 256), 1)
     """
 
     def __init__(self, units=256, core="rnn", **kwargs):
@@ -272,7 +284,9 @@ class LocationNetwork(keras.layers.Layer):
         `(batch, 2)` policy mean `(x, y)` in `[-1, 1]`, float32.
 
     Example:
-    >>> LocationNetwork()(np.zeros((2, 256))).shape
+    >>> import numpy as np
+    >>> from keras_attn.ram import LocationNetwork
+    >>> tuple(LocationNetwork()(np.zeros((2, 256))).shape)
     (2, 2)
     """
 
@@ -331,7 +345,9 @@ class BaselineNetwork(keras.layers.Layer):
         `(batch, 1)`, float32.
 
     Example:
-    >>> BaselineNetwork()(np.zeros((2, 256))).shape
+    >>> import numpy as np
+    >>> from keras_attn.ram import BaselineNetwork
+    >>> tuple(BaselineNetwork()(np.zeros((2, 256))).shape)
     (2, 1)
     """
 
