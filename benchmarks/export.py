@@ -25,8 +25,18 @@ calibrated on 100 Fashion-MNIST train images, no parity check. Then:
     python -m benchmarks.export                 # default models
     python -m benchmarks.export --quick         # few repeats, 1 s serving
     python -m benchmarks.export --models stn ram --serve-models stn
+    python -m benchmarks.export --serve-limits  # server memory, see below
 
 Writes `benchmarks/results/export.json` (override with `--out`).
+
+`--serve-limits` measures instead what the server's admission limits
+bound (`measure_serve_limits`): `python -m export.serve` in its own
+process with its default limits, serving the first of `--models`' SavedModel,
+is sent the largest requests those limits admit, alone and then four at
+once (its default `--threads`), while its RSS is sampled from /proc every
+20 ms and a status call is timed every 50 ms; each run on a fresh server,
+warmed up by one single-image request per signature. Writes
+`benchmarks/results/serve_limits.json`.
 """
 
 from __future__ import annotations
@@ -223,6 +233,213 @@ def measure_serving(name, root, image, args):
     return rows
 
 
+def _rss_kb(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def _limit_requests(name, serve):
+    """`{scenario: (body bytes, description)}`: the largest requests the
+    server's default limits admit for a 28x28x1 model, and the one that
+    once took a server to 8 GB (now refused)."""
+    side = SHAPE[0]
+    rng = np.random.default_rng(0)
+    floats = rng.random((serve.DEFAULT_MAX_BATCH, side, side, 1),
+                        dtype=np.float32)
+
+    import base64
+
+    def png_b64(height, width):
+        ramp = (np.arange(height * width, dtype=np.uint32) % 251).astype(
+            np.uint8).reshape(height, width, 1)
+        return base64.b64encode(tf.io.encode_png(ramp).numpy()).decode()
+
+    big = int(serve.DEFAULT_MAX_IMAGE_PIXELS ** 0.5)
+    per_image = serve.DEFAULT_MAX_REQUEST_PIXELS // serve.DEFAULT_MAX_BATCH
+    small = int(per_image ** 0.5)
+    largest_png = png_b64(big, big)
+    batch_png = png_b64(small, small)
+    body = {
+        "max_batch_floats": {"instances": floats.tolist()},
+        "max_pixels_two_images": {
+            "signature_name": "serve_image_bytes",
+            "instances": [{"b64": largest_png}] * (
+                serve.DEFAULT_MAX_REQUEST_PIXELS
+                // serve.DEFAULT_MAX_IMAGE_PIXELS)},
+        "max_pixels_max_batch": {
+            "signature_name": "serve_image_bytes",
+            "instances": [{"b64": batch_png}] * serve.DEFAULT_MAX_BATCH},
+        "refused_10000_zero_images": {
+            "instances": np.zeros((10_000, side, side, 1), int).tolist()},
+    }
+    meta = {
+        "max_batch_floats": f"{serve.DEFAULT_MAX_BATCH} float images",
+        "max_pixels_two_images": f"2 PNGs of {big}x{big}",
+        "max_pixels_max_batch":
+            f"{serve.DEFAULT_MAX_BATCH} PNGs of {small}x{small}",
+        "refused_10000_zero_images": "10,000 zero images (the old 8 GB "
+                                     "request; now 413)",
+    }
+    return {key: (json.dumps(value, separators=(",", ":")).encode(),
+                  meta[key]) for key, value in body.items()}
+
+
+def measure_serve_limits(name, threads, out):
+    """Peak RSS of `python -m export.serve` (default limits) under the
+    largest requests it admits, and status-call latency meanwhile. Each
+    run gets a fresh server, so memory an earlier request left to the
+    allocator does not hide what this one needs."""
+    from export import serve
+
+    requests = _limit_requests(name, serve)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_serve_limits_") as root:
+        model, _ = build(name)
+        export_model(model, os.path.join(root, name), name=name,
+                     to="saved_model", parity_images=0, version=1)
+        for scenario, (body, what) in requests.items():
+            for concurrent in (1, threads):
+                if scenario.startswith("refused") and concurrent > 1:
+                    continue
+                process, url = _start_server(os.path.join(root, name), name)
+                try:
+                    _warm_up(url, name)
+                    row = _limit_run(process.pid, url, name,
+                                     f"/v1/models/{name}:predict", body,
+                                     concurrent)
+                    row["peak_rss_mb_since_start"] = _rss_kb(
+                        process.pid, "VmHWM") / 1024
+                finally:
+                    process.terminate()
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                row.update(scenario=scenario, request=what,
+                           body_bytes=len(body), concurrent=concurrent)
+                results.append(row)
+                print(f"| {scenario} | {concurrent} | "
+                      f"{len(body) / 1e6:.1f} | {row['statuses']} | "
+                      f"{row['seconds']:.1f} | "
+                      f"{row['baseline_rss_mb']:.0f} | "
+                      f"{row['peak_rss_mb']:.0f} | "
+                      f"{row['answer_mb']:.2f} | "
+                      f"{row['status_p50_ms']:.0f} / "
+                      f"{row['status_max_ms']:.0f} |", flush=True)
+    data = {"machine": machine(), "model": name, "server_threads": threads,
+            "limits": {
+                "max_body_bytes": serve.DEFAULT_MAX_BODY_BYTES,
+                "max_batch": serve.DEFAULT_MAX_BATCH,
+                "max_image_pixels": serve.DEFAULT_MAX_IMAGE_PIXELS,
+                "max_request_pixels": serve.DEFAULT_MAX_REQUEST_PIXELS,
+                "max_pending": serve.DEFAULT_PENDING_PER_THREAD * threads},
+            "results": results}
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(data, f, indent=2)
+    print(f"wrote {out}")
+    return data
+
+
+def _warm_up(url, name):
+    """One single-image request per signature: the first call of a
+    signature builds its function (seconds, under the GIL), once per
+    server; the measured requests then see a server in its steady state."""
+    import base64
+
+    import httpx
+
+    image = np.zeros((1, *SHAPE), np.float32).tolist()
+    png = base64.b64encode(tf.io.encode_png(
+        np.zeros(SHAPE, np.uint8)).numpy()).decode()
+    for body in ({"instances": image},
+                 {"signature_name": "serve_image_bytes",
+                  "instances": [{"b64": png}]}):
+        httpx.post(f"{url}/v1/models/{name}:predict", json=body,
+                   timeout=600).raise_for_status()
+
+
+def _start_server(directory, name):
+    """`python -m export.serve directory` on a free port, once it answers:
+    `(process, url)`."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=_ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "export.serve", directory, "--port",
+         str(port), "--log-level", "warning"], cwd=_ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("export.serve did not start")
+        try:
+            httpx.get(f"{url}/v1/models/{name}", timeout=5)
+            return process, url
+        except httpx.TransportError:
+            time.sleep(0.5)
+
+
+def _limit_run(pid, url, name, path, body, concurrent):
+    """Sends `body` from `concurrent` clients at once; samples the server's
+    RSS every 20 ms and times a status call every 50 ms meanwhile."""
+    import httpx
+
+    baseline = _rss_kb(pid)
+    peak = [baseline]
+    status_ms = []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_kb(pid))
+            time.sleep(0.02)
+
+    def status():
+        with httpx.Client(base_url=url, timeout=600) as http:
+            while not done.is_set():
+                start = time.perf_counter()
+                http.get(f"/v1/models/{name}").raise_for_status()
+                status_ms.append(1e3 * (time.perf_counter() - start))
+                time.sleep(0.05)
+
+    def send(_):
+        response = httpx.post(url + path, content=body, timeout=600)
+        return response.status_code, len(response.content)
+
+    watchers = [threading.Thread(target=sample),
+                threading.Thread(target=status)]
+    for watcher in watchers:
+        watcher.start()
+    start = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(concurrent) as pool:
+            answers = list(pool.map(send, range(concurrent)))
+    finally:
+        seconds = time.perf_counter() - start
+        done.set()
+        for watcher in watchers:
+            watcher.join()
+    peak[0] = max(peak[0], _rss_kb(pid))
+    p50, p99 = np.percentile(status_ms or [float("nan")], [50, 99])
+    return {"statuses": sorted({code for code, _ in answers}),
+            "answer_mb": max(size for _, size in answers) / 1e6,
+            "seconds": seconds, "baseline_rss_mb": baseline / 1024,
+            "peak_rss_mb": peak[0] / 1024,
+            "status_calls": len(status_ms), "status_p50_ms": float(p50),
+            "status_p99_ms": float(p99),
+            "status_max_ms": float(max(status_ms, default=float("nan")))}
+
+
 def _table(header, rows):
     """Print a Markdown table; `rows` are lists of already formatted cells."""
     print("| " + " | ".join(header) + " |")
@@ -274,12 +491,24 @@ def main(argv=None):
                    help="seconds of requests per client count")
     p.add_argument("--clients", type=_ints, default=[1, 4, 16],
                    help="concurrent REST clients, comma-separated")
+    p.add_argument("--serve-limits", action="store_true",
+                   help="instead: peak RSS of export.serve under the largest "
+                        "requests its default limits admit, and status "
+                        "latency meanwhile (first of --models; "
+                        "benchmarks/results/serve_limits.json)")
     p.add_argument("--quick", action="store_true",
                    help="10 repeats, 3 warm-up calls, 1 s of serving per "
                         "client count")
     p.add_argument("--out", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "results", "export.json"))
     args = p.parse_args(argv)
+    if args.serve_limits:
+        print("| scenario | clients | body MB | status | s | base RSS MB | "
+              "peak RSS MB | answer MB | status call p50 / max ms |")
+        print("|---|---:|---:|---|---:|---:|---:|---:|---:|", flush=True)
+        from export.serve import DEFAULT_THREADS
+        out = os.path.join(os.path.dirname(args.out), "serve_limits.json")
+        return measure_serve_limits(args.models[0], DEFAULT_THREADS, out)
     if args.quick:
         args.repeats, args.warmup, args.serve_seconds = 10, 3, 1.0
     missing = set(args.serve_models) - set(args.models)
