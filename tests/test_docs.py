@@ -131,8 +131,13 @@ def _check_command(tokens):
         assert args[0] == "-m", tokens
         module, argv = args[1], args[2:]
         if module == "pytest":
-            for path in (a for a in argv if not a.startswith("-")):
-                assert path.isdigit() or (ROOT / path).exists(), path
+            paths = [a for i, a in enumerate(argv) if not a.startswith("-")
+                     and (i == 0 or argv[i - 1] not in ("-n", "-m", "-k"))]
+            assert all((ROOT / path).exists() for path in paths), paths
+            markers = (ROOT / "pyproject.toml").read_text()
+            for i, a in enumerate(argv[:-1]):
+                if a == "-m":
+                    assert f'"{argv[i + 1]}:' in markers, argv[i + 1]
         else:
             _parse(module, argv)
     elif program == "pip":
@@ -190,6 +195,13 @@ def test_readme_cbam_example_gives_its_maps():
     out = namespace["maps"](images)
     shapes = sorted(tuple(v.shape) for v in out.values())
     assert shapes == [(2, 32, 32), (2, 64)]
+
+
+def test_ci_runs_the_readme_test_command():
+    tests = _readme_block("# Main job").split("# Tests", 1)[1]
+    command = tests.splitlines()[1].split("&&", 1)[1].strip()
+    assert command in (ROOT / ".ci/run").read_text()
+    assert "-m slow" in command  # both tiers
 
 
 def test_command_splitting():

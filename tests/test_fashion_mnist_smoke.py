@@ -2,9 +2,13 @@
 
 import keras
 import numpy as np
+import pytest
 
 from keras_attn import layers
 from keras_attn.data import load_fashion_mnist
+
+# Trains models: the second tier (`pytest -m slow`).
+pytestmark = pytest.mark.slow
 
 
 def _model():

@@ -11,6 +11,9 @@ import pytest
 
 from recipes import cbam_resnet
 
+# Trains models: the second tier (`pytest -m slow`).
+pytestmark = pytest.mark.slow
+
 TINY = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "16",
         "--train-images", "256", "--test-images", "64"]
 

@@ -20,7 +20,8 @@ TINY = ["--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16",
         "--train-images", "64", "--test-images", "32", "--no-export",
         "--no-pictures"]
 
-pytestmark = pytest.mark.tf_only
+# Trains models: the second tier (`pytest -m slow`).
+pytestmark = [pytest.mark.tf_only, pytest.mark.slow]
 
 
 def _env(**extra):

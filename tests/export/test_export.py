@@ -21,7 +21,8 @@ from export.calibration import load_images
 from export.tflite import op_names
 from keras_attn.data.fashion_mnist import load_fashion_mnist
 
-pytestmark = pytest.mark.tf_only
+# Trains models: the second tier (`pytest -m slow`).
+pytestmark = [pytest.mark.tf_only, pytest.mark.slow]
 
 
 def _fresh_process_outputs(directory, images, tmp_path):
@@ -109,10 +110,10 @@ def test_every_builder_exports_like_keras(name, tmp_path):
 
 
 # Trained models whose quantized files meet the bar: full-integer int8
-# files (SE-, CBAM-ResNet) and float islands (`FLOAT_LAYERS`: STN's
-# sampler, AA's and LTPA's attention, RAM's sensor, plus RAM's empty-range
-# tensors). Measured and below 98 % int8 agreement, in README ("Export"):
-# Attention-56, AA-WRN (at the edge), SASA.
+# files (SE-, CBAM-ResNet) and float islands (layers declaring
+# `int8_keeps_float`: STN's sampler, AA's and LTPA's attention, RAM's
+# sensor, plus RAM's empty-range tensors). Measured and below 98 % int8
+# agreement, in docs/int8.md: Attention-56, AA-WRN (at the edge), SASA.
 QUANTIZED = ["se_resnet", "cbam_resnet", "aa_resnet", "stn", "ram",
              "ltpa_pc_concat", "ltpa_dp_indep"]
 # (epochs, training images); others: 2 epochs on 2,048. Briefly trained

@@ -16,7 +16,8 @@ from export.tflite import TFLiteModel
 from keras_attn import models
 from keras_attn.data.fashion_mnist import load_fashion_mnist
 
-pytestmark = pytest.mark.tf_only
+# Trains models: the second tier (`pytest -m slow`).
+pytestmark = [pytest.mark.tf_only, pytest.mark.slow]
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
            "Shirt", "Sneaker", "Bag", "Ankle boot"]

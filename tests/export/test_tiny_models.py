@@ -6,7 +6,8 @@ import pytest
 from benchmarks import quantization
 from benchmarks import tiny_models
 
-pytestmark = pytest.mark.tf_only
+# Trains models: the second tier (`pytest -m slow`).
+pytestmark = [pytest.mark.tf_only, pytest.mark.slow]
 
 
 def test_overrides_reach_the_builder():
