@@ -377,9 +377,10 @@ def create_app(
     Request bodies over `max_body_bytes` are refused with 413 while they
     are read (a missing or false Content-Length does not get past it).
     Predictions run in a pool of `threads` worker threads. `limits` sets
-    every admission limit (`Limits`; its `max_body_bytes` then wins, and
-    `max_pending` defaults to 4 per thread). With `token`, every request
-    must carry `Authorization: Bearer TOKEN` (else 401).
+    every admission limit (`Limits`, whose `max_body_bytes` then replaces
+    the argument); without it the defaults apply, with `max_body_bytes`
+    and 4 pending predictions per thread. With `token`, every request must
+    carry `Authorization: Bearer TOKEN` (else 401).
     """
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(

@@ -160,3 +160,30 @@ def test_string_outputs_are_text_or_b64_like_tf_serving():
         "outputs": ["shirt", {"b64": base64.b64encode(b"\xff\xfe").decode()}]}
     encoded = outputs_to_columns({"png_bytes": np.array([b"ab"], object)})
     assert as_json(encoded) == {"outputs": [{"b64": "YWI="}]}
+
+
+def test_json_size_counts_structure_outside_strings():
+    from export._rest import json_size
+    from export._rest import max_json_size
+
+    assert json_size(b'{"a": "x,[{y", "b": [[1, 2], [3, 4]]}') == 8
+    assert json_size(b'{"s": "\\",[[[", "t": 1}') == 2  # escaped quote
+    images = {"images": TensorInfo("images", "DT_FLOAT", (None, 2, 2, 1))}
+    batch = np.zeros((4, 2, 2, 1)).tolist()
+    for body in ({"instances": batch}, {"inputs": batch},
+                 {"instances": [{"images": image} for image in batch]}):
+        raw = json.dumps(body).encode()
+        assert json_size(raw) <= max_json_size(images, 4)
+    assert json_size(json.dumps({"instances": np.zeros(
+        (40, 2, 2, 1)).tolist()}).encode()) > max_json_size(images, 4)
+    dynamic = {"x": TensorInfo("x", "DT_FLOAT", (None, None))}
+    assert max_json_size(dynamic, 4) is None
+
+
+def test_non_string_signature_names_are_refused():
+    for value in (b"null", b"0", b"false", b"[]", b"{}"):
+        err = error_of(parse_predict_body,
+                       b'{"signature_name": ' + value + b', "inputs": [1]}')
+        assert err.status == 400 and "must be a string" in err.message
+    body = parse_predict_body(b'{"signature_name": "", "inputs": [1]}')
+    assert body.signature_name == "serving_default"
