@@ -234,8 +234,8 @@ def export_model(model, out, name=None, version=None, to="all",
         tflite_batch_size: static TFLite batch size; `None`: dynamic
             (1 until resized).
         float_layers: layer classes whose ops (nested layers included)
-            stay float32 in the `int8` file (`"auto"`:
-            `export.tflite.FLOAT_LAYERS`, the spatial samplers and the
+            stay float32 in the `int8` file (`"auto"`: the layers that
+            declare `int8_keeps_float`, the spatial samplers and the
             attention softmaxes, which int8 cannot resolve); `()` or
             `"none"` for none.
         int8_ranges: how the `int8` file's activation ranges are chosen:

@@ -28,10 +28,10 @@ goes to a SavedModel and to a TFLite flatbuffer.
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
+
+from keras_attn.ops.map_reduction import reduce_attention_map
 
 OUTPUTS = ("auto", "probabilities", "logits")
 
@@ -63,61 +63,6 @@ def _static_shape(model, input_shape):
               "signature; the model's own input shape has unknown sizes, "
               "pass input_shape=(H, W, C)")
     return shape
-
-
-def reduce_map(attention, kind, grid=None):
-    """TensorFlow version of `keras_attn.viz.reduce_attention`: one
-    float32 `(B, h, w)` map per image from a layer's attention output.
-
-    Args:
-        attention: the layer's map (layouts in `keras_attn.viz.
-            attention_maps`): `"spatial"` `(B, h, w[, 1])`, `"mask"`
-            `(B, h, w, C)`, `"global"` `(B, heads, h*w, h*w)`, `"local"`
-            `(B, h, w, heads, k*k)`, `"block"` `(B, h, w, k*k)`.
-        kind: one of those five names.
-        grid: `(h, w)` of the query grid, for `"global"`.
-    """
-    import tensorflow as tf
-
-    a = tf.cast(attention, tf.float32)
-    if kind == "spatial":
-        return a[..., 0] if a.shape.rank == 4 else a
-    if kind == "mask":
-        return tf.reduce_mean(a, axis=-1)
-    if kind == "global":
-        # The attention each key position receives, averaged over heads
-        # and queries.
-        received = tf.reduce_mean(a, axis=[1, 2])
-        return tf.reshape(received, (-1, int(grid[0]), int(grid[1])))
-    height, width = int(a.shape[1]), int(a.shape[2])
-    k = math.isqrt(int(a.shape[-1]))
-    if kind == "local":
-        weights = tf.reduce_mean(a, axis=3)  # (B, h, w, k*k)
-        # Position (i, j) receives neighbour (r, c) of the query at
-        # (i - dr, j - dc), dr = r - k//2: a shifted copy per neighbour,
-        # zero where that query lies outside the image.
-        padded = tf.pad(weights, [[0, 0], [k, k], [k, k], [0, 0]])
-        total = None
-        for row in range(k):
-            for col in range(k):
-                top, left = k - (row - k // 2), k - (col - k // 2)
-                part = padded[:, top:top + height, left:left + width,
-                              row * k + col]
-                total = part if total is None else total + part
-        return total / float(height * width)
-    if kind == "block":
-        rows, cols = -(-height // k), -(-width // k)
-        padded = tf.pad(
-            a, [[0, 0], [0, rows * k - height], [0, cols * k - width],
-                [0, 0]]
-        )
-        # Sum over each k x k block (average pool times k*k), then put
-        # block position a*k + b back at pixel (a, b) of its block:
-        # depth_to_space's channel order is exactly a*k + b.
-        summed = tf.nn.avg_pool2d(padded, k, k, "VALID") * float(k * k)
-        received = tf.nn.depth_to_space(summed, k)[..., 0]
-        return received[:, :height, :width] / float(height * width)
-    raise ValueError(f"reduce_map: unknown spatial kind {kind!r}")
 
 
 def _resize(maps, height, width):
@@ -165,7 +110,8 @@ class ServingGraph:
         num_classes: `K`.
         names: names of the attention maps in `attention_maps`, in order
             (as in `keras_attn.models.attention_outputs`).
-        kinds: the kind of each of them (see `reduce_map`).
+        kinds: the kind of each of them (see
+            `keras_attn.ops.map_reduction`).
         sizes: `(h, w)` of each map before resizing.
         skipped: `{name: kind}` of the non-spatial maps left out.
         extra_output: `"attention_maps"`, `"locations"` or `None`.
@@ -246,7 +192,7 @@ class ServingGraph:
     def layers_of(self, class_names):
         """Names of the model's layers, nested ones included, whose class
         name is in `class_names` (for leaving them in float in an int8
-        file, see `export.tflite.FLOAT_LAYERS`)."""
+        file, see `export.tflite.float_layers_of`)."""
         return [layer.name for layer in self.model._flatten_layers(
             include_self=False, recursive=True)
             if type(layer).__name__ in class_names]
@@ -255,7 +201,7 @@ class ServingGraph:
         """`{layer name: [nested layer names]}` for the model's layers whose
         class name is in `class_names` and keys `attributes`, which maps a
         class name to the attributes holding those nested layers (see
-        `export.tflite.INT8_SUBLAYERS`)."""
+        `export.tflite.int8_sublayers_of`)."""
         found = {}
         for layer in self.model._flatten_layers(include_self=False,
                                                 recursive=True):
@@ -302,8 +248,8 @@ class ServingGraph:
             maps = []
             for raw, kind, grid in zip(outs[1:], self.kinds, self._grids,
                                        strict=True):
-                maps.append(_resize(reduce_map(raw, kind, grid), height,
-                                    width))
+                reduced = reduce_attention_map(raw, kind, grid)
+                maps.append(_resize(reduced, height, width))
             result["attention_maps"] = tf.stack(maps, axis=1)
         return result
 

@@ -38,24 +38,33 @@ IO_TYPES = ("float32", "uint8", "int8")
 # calibrated min/max to the clip with the least rounding error
 # (`clip_ranges`), "minmax" keeps the converter's min/max.
 RANGE_METHODS = ("mse", "minmax")
-# Layers left in float32 inside an otherwise int8 model ("auto"). With one
-# int8 scale per tensor, sampling coordinates over a 28-pixel image move
-# in steps of about 1/8 pixel and the bilinear weights in steps of 1/256
-# (SpatialTransformer, and RAM's GlimpseSensor on the same sampler); a
-# softmax over the h*w keys of self-attention, or over the h*w positions of
-# LTPA's attention estimator, gives weights near 1/(h*w), below int8's
-# output step of 1/256. Measured on briefly trained models, quantizing them
-# anyway dropped top-1 agreement with the float model to 50-94 % (README,
-# "Export and serving").
-FLOAT_LAYERS = ("SpatialTransformer", "GlimpseSensor", "LTPAAttention",
-                "AttentionAugmentedConv2D", "LocalSelfAttention2D",
-                "AttentionStem")
-# Nested layers (by attribute) that stay int8 inside a float layer. AA's
-# convolution branch is concatenated with the attention output, never
-# attended, and holds most of the layer's weights: int8 it halves
-# AA-ResNet-18's int8 file (23.9 -> 12.0 MB) at the same top-1 agreement
-# (0.993), and AA-WRN-10's agreement is 0.981 against 0.979.
-INT8_SUBLAYERS = {"AttentionAugmentedConv2D": ("conv",)}
+# Which layers stay float32 inside an otherwise int8 model ("auto") is
+# declared by the layers themselves: `int8_keeps_float = True` on the class
+# (the spatial samplers, whose int8 coordinates move in 1/8-pixel steps, and
+# the attention softmaxes, whose weights near 1/(h*w) fall below int8's
+# 1/256 step; quantized anyway they dropped top-1 agreement to 50-94 %,
+# docs/int8.md), and `int8_sublayers`, the attributes holding nested layers
+# that go int8 all the same (AA's plain conv branch).
+
+
+def float_layers_of(model):
+    """Class names of `model`'s layers (nested ones included) that declare
+    `int8_keeps_float`: what `float_layers="auto"` keeps float32."""
+    return tuple(sorted({
+        type(layer).__name__
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if getattr(layer, "int8_keeps_float", False)}))
+
+
+def int8_sublayers_of(model):
+    """`{class name: attributes}` of the nested layers that stay int8
+    inside a float layer, from each class's `int8_sublayers`."""
+    return {type(layer).__name__: tuple(layer.int8_sublayers)
+            for layer in model._flatten_layers(include_self=False,
+                                               recursive=True)
+            if getattr(layer, "int8_sublayers", ())}
+
+
 # File tag of each quantization: model_<tag>.tflite.
 FILE_TAGS = {"none": "float32", "dynamic": "dynamic", "float16": "float16",
              "int8": "int8"}
@@ -511,15 +520,16 @@ def convert_serving(graph, quantization="none", representative=None,
             `quantization="int8"` only) for integer input and outputs.
         batch_size: static batch size; `None` keeps the batch axis dynamic.
         float_layers: for `"int8"`: class names of layers whose ops stay
-            float32, nested layers included: `"auto"` is `FLOAT_LAYERS`,
-            `()` gives a full-integer file unless some tensors must stay
-            float (below).
+            float32, nested layers included: `"auto"` is
+            `float_layers_of(graph.model)`, the layers declaring
+            `int8_keeps_float`; `()` gives a full-integer file unless
+            some tensors must stay float (below).
         ranges: for `"int8"`: one of `RANGE_METHODS`.
 
     Returns:
         `(flatbuffer bytes, kept)`: `kept["float_layers"]`, the layers whose
         ops stayed float32 (except the nested layers
-        `kept["int8_sublayers"]` names, `INT8_SUBLAYERS`), and
+        `kept["int8_sublayers"]` names, declared by `int8_sublayers`), and
         `kept["float_tensors"]`, outputs of ops
         left float because their calibrated range is empty
         (`degenerate_tensors`) or their constant operand int8 cannot hold
@@ -551,7 +561,7 @@ def convert_serving(graph, quantization="none", representative=None,
             f"{list(RANGE_METHODS)}. Received: ranges={ranges!r}"
         )
     if float_layers == "auto":
-        float_layers = FLOAT_LAYERS
+        float_layers = float_layers_of(graph.model)
     if isinstance(float_layers, str) or not all(
             isinstance(c, str) for c in float_layers):
         raise ValueError(
@@ -579,7 +589,8 @@ def convert_serving(graph, quantization="none", representative=None,
     raw = calibrate(graph, representative, batch_size)
     parsed = _model_object(raw)  # one parse for the three passes below
     islands = graph.layers_of(tuple(float_layers))
-    int8_parts = graph.nested_layers(tuple(float_layers), INT8_SUBLAYERS)
+    int8_parts = graph.nested_layers(tuple(float_layers),
+                                     int8_sublayers_of(graph.model))
     kept_tensors = (degenerate_tensors(parsed)
                     + imprecise_constant_ops(parsed))
     float_tensors = island_tensors(raw, islands, int8_parts) + kept_tensors

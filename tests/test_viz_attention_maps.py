@@ -45,7 +45,7 @@ def test_global_is_mean_attention_received_per_key():
         for i in range(H):
             for j in range(W):
                 expected[b, i, j] = weights[b, :, :, i * W + j].mean()
-    np.testing.assert_allclose(reduced, expected, atol=1e-12)
+    np.testing.assert_allclose(reduced, expected, atol=1e-7)
     np.testing.assert_allclose(reduced.sum((1, 2)), 1, atol=1e-5)
     with pytest.raises(ValueError, match="grid"):
         reduce_attention(weights, "global")  # 48 keys: not a square
@@ -69,7 +69,7 @@ def test_local_is_attention_received_from_every_window():
                         heads = weights[:, i, j, :, a * k + c]
                         expected[:, u, v] += heads.mean(-1)
     reduced = reduce_attention(weights, "local")
-    np.testing.assert_allclose(reduced, expected / (H * W), atol=1e-12)
+    np.testing.assert_allclose(reduced, expected / (H * W), atol=1e-7)
     # Masked neighbours carry no weight: nothing is lost at the border.
     np.testing.assert_allclose(reduced.sum((1, 2)), 1, atol=1e-5)
 
@@ -89,7 +89,7 @@ def test_block_is_attention_received_inside_each_block():
                     if u < H and v < W:
                         expected[:, u, v] += weights[:, i, j, a * k + c]
     reduced = reduce_attention(weights, "block")
-    np.testing.assert_allclose(reduced, expected / (H * W), atol=1e-12)
+    np.testing.assert_allclose(reduced, expected / (H * W), atol=1e-7)
     np.testing.assert_allclose(reduced.sum((1, 2)), 1, atol=1e-5)
 
 
@@ -106,7 +106,7 @@ def test_spatial_mask_and_non_spatial_kinds():
     assert reduce_attention(np.zeros((2, 2, 3)), "none") is None
     mask = np.random.default_rng(0).random((2, H, W, 5))
     np.testing.assert_allclose(reduce_attention(mask, "mask"),
-                               mask.mean(-1))
+                               mask.mean(-1), atol=1e-7)
     with pytest.raises(ValueError, match="kind"):
         reduce_attention(spatial, "channels")
     with pytest.raises(ValueError, match="attention"):

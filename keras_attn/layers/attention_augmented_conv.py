@@ -344,6 +344,13 @@ class AttentionAugmentedConv2D(keras.layers.Layer):
     - [Bello et al., 2019](https://arxiv.org/abs/1904.09925)
     """
 
+    attention_kinds = ("global",)
+    # int8 export: the softmax over h*w keys falls below int8's 1/256 step,
+    # so the attention stays float32; the plain conv branch, concatenated
+    # and never attended, holds most weights and goes int8.
+    int8_keeps_float = True
+    int8_sublayers = ("conv",)
+
     def __init__(
         self,
         filters,

@@ -90,6 +90,10 @@ class AttentionStem(keras.layers.Layer):
     - [Ramachandran et al., 2019](https://arxiv.org/abs/1906.05909)
     """
 
+    attention_kinds = ("block",)
+    # int8 export: softmax weights below int8's 1/256 step; stays float32.
+    int8_keeps_float = True
+
     def __init__(self, filters, kernel_size=4, num_mixtures=4, **kwargs):
         name = "AttentionStem"
         validation.check_positive_int(name, "filters", filters)

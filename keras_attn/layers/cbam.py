@@ -114,6 +114,8 @@ class ChannelAttention(keras.layers.Layer):
     - [Woo et al., 2018](https://arxiv.org/abs/1807.06521)
     """
 
+    attention_kinds = ("channel",)
+
     def __init__(self, reduction=16, use_bias=True, **kwargs):
         validation.check_positive_int("ChannelAttention", "reduction",
                                       reduction)
@@ -213,6 +215,8 @@ class SpatialAttention(keras.layers.Layer):
     Reference:
     - [Woo et al., 2018](https://arxiv.org/abs/1807.06521)
     """
+
+    attention_kinds = ("spatial",)
 
     def __init__(self, kernel_size=7, **kwargs):
         validation.check_odd_kernel("SpatialAttention", "kernel_size",
@@ -331,6 +335,8 @@ class CBAM(keras.layers.Layer):
     Reference:
     - [Woo et al., 2018](https://arxiv.org/abs/1807.06521)
     """
+
+    attention_kinds = ("channel", "spatial")
 
     def __init__(self, reduction=16, kernel_size=7, **kwargs):
         validation.check_positive_int("CBAM", "reduction", reduction)

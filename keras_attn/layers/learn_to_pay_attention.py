@@ -102,6 +102,11 @@ class LTPAAttention(keras.layers.Layer):
         https://arxiv.org/abs/1804.02391
     """
 
+    attention_kinds = ("spatial",)
+    # int8 export: a softmax over h*w positions falls below int8's 1/256
+    # step; the estimator stays float32.
+    int8_keeps_float = True
+
     def __init__(self, compatibility="pc", normalization="softmax", **kwargs):
         check_choice(self, "compatibility", compatibility, COMPATIBILITIES)
         check_choice(self, "normalization", normalization, NORMALIZATIONS)

@@ -153,6 +153,10 @@ class LocalSelfAttention2D(keras.layers.Layer):
     - [Ramachandran et al., 2019](https://arxiv.org/abs/1906.05909)
     """
 
+    attention_kinds = ("local",)
+    # int8 export: nearly one-hot softmaxes over unscaled logits; float32.
+    int8_keeps_float = True
+
     def __init__(
         self,
         filters,

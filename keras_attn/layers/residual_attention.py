@@ -136,6 +136,8 @@ class ResidualAttentionModule(keras.layers.Layer):
         [Wang et al., 2017](https://arxiv.org/abs/1704.06904)
     """
 
+    attention_kinds = ("mask",)
+
     def __init__(
         self,
         filters,

@@ -164,6 +164,10 @@ class SpatialTransformer(keras.layers.Layer):
     - [Jaderberg et al., 2015](https://arxiv.org/abs/1506.02025)
     """
 
+    attention_kinds = ("none",)  # theta: not a map over pixels
+    # int8 export: int8 sampling coordinates move in 1/8-pixel steps.
+    int8_keeps_float = True
+
     def __init__(
         self,
         localization=None,

@@ -81,6 +81,8 @@ class SqueezeExcite(keras.layers.Layer):
     - [Hu et al., 2018](https://arxiv.org/abs/1709.01507)
     """
 
+    attention_kinds = ("channel",)
+
     def __init__(
         self,
         ratio=0.25,

@@ -96,6 +96,9 @@ class GlimpseSensor(keras.layers.Layer):
     (2, 3, 8, 8, 1)
     """
 
+    # int8 export: int8 glimpse coordinates move in 1/8-pixel steps.
+    int8_keeps_float = True
+
     def __init__(self, glimpse_size=8, num_scales=3, scale_factor=2,
                  **kwargs):
         name = "GlimpseSensor"

@@ -11,22 +11,12 @@ Transformer Networks", NIPS 2015 (warped inputs); Selvaraju et al.,
 "Grad-CAM", ICCV 2017 (see `keras_attn.viz.grad_cam`).
 
 Every map is first reduced to one `(B, h, w)` array per layer by
-`reduce_attention(attention, kind)`:
-
-- `"spatial"` `(B, h, w)` or `(B, h, w, 1)` (LTPA, CBAM / SpatialAttention
-  `M_s`): kept as is.
-- `"mask"` `(B, h, w, C)` (ResidualAttentionModule): mean over channels.
-- `"global"` `(B, Nh, hw, hw)` (AttentionAugmentedConv2D, queries on axis 2,
-  keys on axis 3): mean over heads and queries, the attention each key
-  position RECEIVES on average, reshaped to `grid = (h, w)`.
-- `"local"` `(B, h, w, Nh, k*k)` (LocalSelfAttention2D, neighbour `a*k + b`
-  at offset `(a - k//2, b - k//2)`): the same quantity as `"global"` -- the
-  weight every position receives, summed over the queries whose window
-  holds it, divided by `h w`, mean over heads.
-- `"block"` `(B, h, w, k*k)` (AttentionStem, block position `a*k + b`): as
-  `"local"`, within each `k x k` block.
-- `"channel"` `(B, C)` or `(B, 1, 1, C)` (SqueezeExcite, CBAM `M_c`) and
-  `"none"` (a SpatialTransformer's `theta`): not spatial, `None`.
+`reduce_attention(attention, kind)`, the NumPy face of
+`keras_attn.ops.reduce_attention_map` (the exported `attention_maps` output
+runs the same op). Each layer declares the kind of every map it returns in
+its `attention_kinds` (`"spatial"`, `"mask"`, `"global"`, `"local"`,
+`"block"`; `"channel"` and `"none"` are not drawn); the layouts and what
+each reduction means are in `keras_attn.ops.map_reduction`.
 
     maps, skipped = spatial_attention_maps(model, images)  # {name: (B,h,w)}
     fig = plot_model_attention(model, images, "attention.png")
@@ -51,10 +41,10 @@ Deviations, stated plainly:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+from keras import ops
 
+from keras_attn.ops import map_reduction
 from keras_attn.utils.validation import fail
 from keras_attn.viz.plotting import check_images
 from keras_attn.viz.plotting import figure_grid
@@ -63,29 +53,10 @@ from keras_attn.viz.plotting import require_matplotlib
 from keras_attn.viz.plotting import resize_bilinear
 from keras_attn.viz.plotting import show_image
 
-KINDS = ("spatial", "mask", "global", "local", "block", "channel", "none")
-
-# keras_attn layer class -> kind of each map it returns, in order.
-_LAYER_KINDS = {
-    "LTPAAttention": ("spatial",),
-    "CBAM": ("channel", "spatial"),
-    "SpatialAttention": ("spatial",),
-    "ChannelAttention": ("channel",),
-    "SqueezeExcite": ("channel",),
-    "ResidualAttentionModule": ("mask",),
-    "AttentionAugmentedConv2D": ("global",),
-    "LocalSelfAttention2D": ("local",),
-    "AttentionStem": ("block",),
-    "SpatialTransformer": ("none",),
-}
-
-
-def _kernel_side(function, length):
-    side = math.isqrt(int(length))
-    if side * side != length:
-        fail(function, "attention", f"last axis of length {length}",
-             "k*k neighbour weights for an integer k")
-    return side
+# What each map is comes from the layer's own `attention_kinds`; the
+# reduction is `keras_attn.ops.reduce_attention_map`, the one the exported
+# graph runs too.
+KINDS = map_reduction.KINDS
 
 
 def reduce_attention(attention, kind, grid=None):
@@ -105,72 +76,29 @@ def reduce_attention(attention, kind, grid=None):
     name = "reduce_attention"
     if kind not in KINDS:
         fail(name, "kind", kind, f"one of {KINDS}")
-    if kind in ("channel", "none"):
+    if kind not in map_reduction.SPATIAL_KINDS:
         return None
-    a = np.asarray(attention, dtype=np.float64)
-    expected = {"spatial": (3, 4), "mask": (4,), "global": (4,),
-                "local": (5,), "block": (4,)}[kind]
-    if a.ndim not in expected or (kind == "spatial" and a.ndim == 4
-                                  and a.shape[-1] != 1):
-        layouts = {
-            "spatial": "(B, h, w) or (B, h, w, 1)",
-            "mask": "(B, h, w, C)",
-            "global": "(B, heads, h*w, h*w)",
-            "local": "(B, h, w, heads, k*k)",
-            "block": "(B, h, w, k*k)",
-        }
-        fail(name, "attention", f"array of shape {a.shape}",
-             f"shape {layouts[kind]} for kind={kind!r}")
-    if kind == "spatial":
-        return a[..., 0] if a.ndim == 4 else a
-    if kind == "mask":
-        return a.mean(axis=-1)
-    if kind == "global":
-        length = a.shape[-1]
-        if grid is None:
-            side = math.isqrt(length)
-            grid = (side, length // side) if side * side == length else None
-        if grid is None or int(grid[0]) * int(grid[1]) != length:
-            fail(name, "grid", grid,
-                 f"(h, w) with h * w == {length} (the number of keys)")
-        received = a.mean(axis=(1, 2))  # (B, hw)
-        return received.reshape(a.shape[0], int(grid[0]), int(grid[1]))
-    batch, height, width = a.shape[:3]
-    k = _kernel_side(name, a.shape[-1])
-    if kind == "local":
-        weights = a.mean(axis=3)  # (B, h, w, k*k), mean over heads
-        # Scatter each query's weight onto the position it reads; a padded
-        # frame of k takes the (zero) weights of masked neighbours.
-        acc = np.zeros((batch, height + 2 * k, width + 2 * k))
-        for row in range(k):
-            for col in range(k):
-                top, left = k + row - k // 2, k + col - k // 2
-                acc[:, top:top + height, left:left + width] += weights[
-                    ..., row * k + col
-                ]
-        return acc[:, k:k + height, k:k + width] / (height * width)
-    rows, cols = -(-height // k), -(-width // k)  # "block"
-    padded = np.zeros((batch, rows * k, cols * k, k * k))
-    padded[:, :height, :width] = a
-    blocks = padded.reshape(batch, rows, k, cols, k, k * k)
-    received = blocks.sum(axis=(2, 4)).reshape(batch, rows, cols, k, k)
-    received = received.transpose(0, 1, 3, 2, 4).reshape(
-        batch, rows * k, cols * k
-    )
-    return received[:, :height, :width] / (height * width)
+    a = np.asarray(attention, dtype=np.float32)
+    try:
+        map_reduction.check_layout(kind, a.shape, grid)
+    except ValueError as error:  # the same check, under this name
+        raise ValueError(str(error).replace("reduce_attention_map",
+                                            name)) from None
+    return np.asarray(ops.convert_to_numpy(
+        map_reduction.reduce_attention_map(a, kind, grid)), np.float64)
 
 
 def map_kind(layer, index, attention_shape):
     """The kind (one of `KINDS`) of the `index`-th map `layer` returns.
 
-    Known keras_attn layers give theirs (CBAM: `"channel"` then
-    `"spatial"`); for another layer the kind is guessed from
+    A layer that declares `attention_kinds` gives its own (CBAM:
+    `("channel", "spatial")`); for another layer the kind is guessed from
     `attention_shape` alone: `(B, h, w)` (but not a `(B, 2, 3)` affine
     `theta`) or `(B, h, w, 1)` is `"spatial"`, anything else `"none"`.
     `layer` and `index` are as
     `keras_attn.models.attention_maps.attention_map_layers` lists them.
     """
-    kinds = _LAYER_KINDS.get(type(layer).__name__)
+    kinds = map_reduction.map_kinds(layer)
     if kinds is not None and index < len(kinds):
         return kinds[index]
     # A layer this module does not know: guess from the shape alone.

@@ -1,7 +1,8 @@
 """Float layers in an int8 file: what stays float32, and that it stays so.
 
-`export.tflite.FLOAT_LAYERS` keep their ops float32, nested layers
-included, except those `INT8_SUBLAYERS` names: the attention-augmented
+Layers that declare `int8_keeps_float` (`export.tflite.float_layers_of`)
+keep their ops float32, nested layers included, except those their
+`int8_sublayers` name: the attention-augmented
 convolution's plain `conv` branch is int8 (it is concatenated with the
 attention output, never attended, and holds most of the weights).
 
@@ -23,11 +24,12 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from export.calibration import load_images
 from export.serving_model import ServingGraph
-from export.tflite import FLOAT_LAYERS
 from export.tflite import bypass_round_trips
 from export.tflite import calibrate
 from export.tflite import convert_serving
+from export.tflite import float_layers_of
 from export.tflite import inspecting_interpreter
+from export.tflite import int8_sublayers_of
 from export.tflite import island_tensors
 from export.tflite import op_names
 from keras_attn import models
@@ -93,7 +95,7 @@ def test_float_layers_read_their_own_float_tensors(ltpa_graph, images):
     from tensorflow.lite.python import convert as lite_convert
 
     raw = calibrate(ltpa_graph, images)
-    islands = ltpa_graph.layers_of(FLOAT_LAYERS)
+    islands = ltpa_graph.layers_of(float_layers_of(ltpa_graph.model))
     assert len(islands) == 3
     unmended = lite_convert.mlir_quantize(
         raw, denylisted_nodes=island_tensors(raw, islands))
@@ -143,8 +145,12 @@ def test_attention_augmented_conv_branch_is_int8(images):
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(10, activation="softmax")(x)
     graph = ServingGraph(keras.Model(inputs, outputs))
-    assert graph.nested_layers(FLOAT_LAYERS, {
-        "AttentionAugmentedConv2D": ("conv",)}) == {"aa": ["conv"]}
+    assert float_layers_of(graph.model) == ("AttentionAugmentedConv2D",)
+    assert int8_sublayers_of(graph.model) == {
+        "AttentionAugmentedConv2D": ("conv",)}
+    assert graph.nested_layers(float_layers_of(graph.model),
+                               int8_sublayers_of(graph.model)) == {
+        "aa": ["conv"]}
 
     int8, kept = convert_serving(graph, "int8", images)
     assert kept["float_layers"] == ["aa"]
