@@ -10,7 +10,7 @@ Serving clients rely on:
   the model has them, `attention_maps` float32 `(None, M, H, W)` (RAM:
   `locations` float32 `(None, T, 2)`).
 - `serve_image_bytes`: `image_bytes` string `(None,)` of encoded
-  JPEG/PNG (BMP, first GIF frame) -> the same outputs; each image is
+  PNG/JPEG/BMP/GIF (first frame)/WebP -> the same outputs; each image is
   decoded to C channels, resized bilinearly to H x W when its size differs
   and scaled to [0, 1].
 

@@ -324,18 +324,50 @@ class ServingGraph:
         return run_batched(traced, images, batch_size)
 
     def decode_images(self, image_bytes):
-        """Encoded JPEG/PNG/BMP/GIF strings `(B,)` -> float32 `(B, H, W, C)`
-        in [0, 1]: decoded to C channels, resized bilinearly to H x W
-        (when the size differs), scaled by the maximum of the image's
-        dtype (`tf.image.convert_image_dtype`)."""
+        """Encoded PNG/JPEG/BMP/GIF/WebP strings `(B,)` -> float32
+        `(B, H, W, C)` in [0, 1]: decoded to C channels, resized bilinearly
+        to H x W (when the size differs), scaled by the maximum of the
+        image's dtype (`tf.image.convert_image_dtype`).
+
+        PNG decodes straight to C channels (libpng's conversion). The other
+        formats decode to their own channels (TensorFlow's BMP, GIF and WebP
+        decoders and a CMYK JPEG cannot give 1 channel), then lose an alpha
+        channel and go to gray (`tf.image.rgb_to_grayscale`) or to RGB; a GIF
+        gives its first frame."""
         import tensorflow as tf
 
         height, width, channels = self.input_shape
 
-        def decode(data):
-            image = tf.io.decode_image(data, channels=channels,
-                                       expand_animations=False)
+        def to_channels(image):
             image = tf.image.convert_image_dtype(image, tf.float32)
+            native = tf.shape(image)[-1]
+            # Gray + alpha -> gray, RGBA -> RGB.
+            image = tf.cond(tf.equal(native % 2, 0),
+                            lambda: image[..., :native - 1], lambda: image)
+            image = tf.cond(
+                tf.equal(tf.shape(image)[-1], 1),
+                lambda: tf.image.grayscale_to_rgb(image[..., :1]),
+                lambda: image[..., :3])  # now RGB
+            image = tf.ensure_shape(image, (None, None, 3))
+            if channels == 1:
+                return tf.image.rgb_to_grayscale(image)
+            return image
+
+        def decode(data):
+            if channels in (1, 3):
+                is_png = tf.equal(tf.strings.substr(data, 0, 4), b"\x89PNG")
+                image = tf.cond(
+                    is_png,
+                    lambda: tf.image.convert_image_dtype(tf.io.decode_image(
+                        data, channels=channels, expand_animations=False),
+                        tf.float32),
+                    lambda: to_channels(tf.io.decode_image(
+                        data, channels=0, expand_animations=False)))
+            else:
+                image = tf.image.convert_image_dtype(tf.io.decode_image(
+                    data, channels=channels, expand_animations=False),
+                    tf.float32)
+            image = tf.ensure_shape(image, (None, None, channels))
             size = tf.shape(image)[:2]
             image = tf.cond(
                 tf.reduce_all(tf.equal(size, [height, width])),
