@@ -7,9 +7,9 @@ from keras_attn.layers.attention_stem import AttentionStem
 from keras_attn.layers.cbam import CBAM
 from keras_attn.layers.cbam import ChannelAttention
 from keras_attn.layers.cbam import SpatialAttention
-from keras_attn.layers.learn_to_pay_attention import LTPAAttention
 from keras_attn.layers.local_self_attention import LocalSelfAttention2D
+from keras_attn.layers.ltpa_attention import LTPAAttention
+from keras_attn.layers.pre_act_bottleneck import PreActBottleneck
 from keras_attn.layers.residual_attention import ResidualAttentionModule
-from keras_attn.layers.residual_unit import PreActBottleneck
 from keras_attn.layers.spatial_transformer import SpatialTransformer
 from keras_attn.layers.squeeze_excite import SqueezeExcite

@@ -35,8 +35,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_attn.layers.residual_unit import PreActBottleneck
-from keras_attn.layers.residual_unit import check_bottleneck_filters
+from keras_attn.layers.pre_act_bottleneck import PreActBottleneck
+from keras_attn.layers.pre_act_bottleneck import check_bottleneck_filters
 from keras_attn.utils.validation import check_bool
 from keras_attn.utils.validation import check_choice
 from keras_attn.utils.validation import check_image_shape

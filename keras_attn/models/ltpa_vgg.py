@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_attn.layers.learn_to_pay_attention import LTPAAttention
+from keras_attn.layers.ltpa_attention import LTPAAttention
 from keras_attn.utils.validation import fail
 
 _NAME = "ltpa_vgg"

@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import keras
 
+from keras_attn.layers.pre_act_bottleneck import PreActBottleneck
 from keras_attn.layers.residual_attention import MASK_ACTIVATIONS
 from keras_attn.layers.residual_attention import ResidualAttentionModule
-from keras_attn.layers.residual_unit import PreActBottleneck
 from keras_attn.models._common import pooled_classifier
 from keras_attn.utils.validation import fail
 

@@ -7,13 +7,13 @@ import pytest
 from keras_attn.layers import PreActBottleneck
 from keras_attn.layers import ResidualAttentionModule
 from tests import harness
-from tests.layers.test_residual_unit import np_bn
-from tests.layers.test_residual_unit import np_conv
-from tests.layers.test_residual_unit import np_max_pool
-from tests.layers.test_residual_unit import np_resize_bilinear
-from tests.layers.test_residual_unit import np_unit
-from tests.layers.test_residual_unit import randomize_batch_norm
-from tests.layers.test_residual_unit import relu
+from tests.layers.test_pre_act_bottleneck import np_bn
+from tests.layers.test_pre_act_bottleneck import np_conv
+from tests.layers.test_pre_act_bottleneck import np_max_pool
+from tests.layers.test_pre_act_bottleneck import np_resize_bilinear
+from tests.layers.test_pre_act_bottleneck import np_unit
+from tests.layers.test_pre_act_bottleneck import randomize_batch_norm
+from tests.layers.test_pre_act_bottleneck import relu
 
 ACTIVATIONS = ("mixed", "channel", "spatial")
 
