@@ -72,6 +72,10 @@ _SHOWN = {"mechanism", "task", "model", "metric", "seeds", "attention",
           "notes", "curves", "val_curves", "higher_is_better"}
 
 
+# Hand-written beside the report: why a pair ties or loses (linked).
+INVESTIGATION = "investigation.md"
+
+
 # --- statistics (pure) ----------------------------------------------------
 
 
@@ -515,6 +519,11 @@ def render(data, results_path, out, img_dir, command):
             rows, summaries, strict=True) if r.get("notes")]
         if notes:
             lines += [""] + [f"- {label}: {note}" for label, note in notes]
+        investigation = os.path.join(out_dir, INVESTIGATION)
+        if os.path.exists(investigation):
+            lines += ["", "Where attention ties or loses, what was measured "
+                      "to find out why and what is still to try: "
+                      f"[{INVESTIGATION}]({INVESTIGATION})."]
         differences = os.path.join(img_dir, "fidelity_differences.png")
         plot_differences(rows, summaries, differences)
         lines += ["", f"![attention − baseline per row, 95 % CI]"
