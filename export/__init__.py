@@ -26,7 +26,7 @@ has `serve_image_bytes` taking encoded JPEG/PNG strings): `images` float32
 `(batch, H, W, C)` in [0, 1] -> `probabilities` float32 `(batch, K)`,
 `classes` int64 `(batch,)`, and `attention_maps` float32 `(batch, M, H, W)`
 when the model has spatial attention maps (a RAM model: `locations`
-float32 `(batch, T, 2)`). See `export.serving_model` for how the maps are
+float32 `(batch, T, 2)`). See `export.serving_graph` for how the maps are
 computed and `export.manifest` for the manifest.
 
 The int8 file keeps some ops in float32 (`export.tflite.convert_serving`):
@@ -270,8 +270,8 @@ def export_model(model, out, name=None, version=None, to="all",
     from export import manifest as manifest_lib
     from export.calibration import load_images
     from export.saved_model import write_serving_saved_model
-    from export.serving_model import ServingGraph
-    from export.serving_model import run_batched
+    from export.serving_graph import ServingGraph
+    from export.serving_graph import run_batched
     from export.tflite import FILE_TAGS
     from export.tflite import TFLiteModel
     from export.tflite import convert_serving

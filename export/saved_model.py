@@ -1,7 +1,7 @@
 """SavedModel export: the TF Serving model, and a plain one for tests.
 
 `write_serving_saved_model(graph, directory)` writes what `python -m
-export` ships (see `export.serving_model.ServingGraph` for the outputs),
+export` ships (see `export.serving_graph.ServingGraph` for the outputs),
 with two signatures, the contract the REST server (`export.serve`) and TF
 Serving clients rely on:
 
@@ -74,7 +74,7 @@ SIGNATURES = ("serving_default", "serve_image_bytes")
 
 
 def write_serving_saved_model(graph, directory):
-    """Write `graph` (an `export.serving_model.ServingGraph`) to
+    """Write `graph` (an `export.serving_graph.ServingGraph`) to
     `directory` as a SavedModel with the signatures of `SIGNATURES`.
 
     Returns:

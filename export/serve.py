@@ -17,7 +17,7 @@ Serving's "RESTful API" so a client written for TF Serving works unchanged:
   ..., "instances": [...]}` (row format, answered `{"predictions": ...}`)
   or `{"inputs": ...}` (columnar, answered `{"outputs": ...}`); binary
   inputs such as the `serve_image_bytes` signature's encoded images go as
-  `{"b64": "..."}`. See `export._rest` for the conventions.
+  `{"b64": "..."}`. See `export._rest_json` for the conventions.
 
 Errors answer `{"error": "..."}` naming what was wrong, with TF Serving's
 4xx status (400 bad request, 404 unknown model or version), and the server
@@ -82,17 +82,17 @@ from export._http import read_body
 from export._http import timed_protocol
 from export._images import ImageHeaderError
 from export._images import image_size
-from export._rest import RestError
-from export._rest import TensorInfo
-from export._rest import batch_sizes
-from export._rest import columns_to_arrays
-from export._rest import dumps
-from export._rest import json_size
-from export._rest import max_json_size
-from export._rest import outputs_to_columns
-from export._rest import outputs_to_rows
-from export._rest import parse_predict_body
-from export._rest import rows_to_arrays
+from export._rest_json import RestError
+from export._rest_json import TensorInfo
+from export._rest_json import batch_sizes
+from export._rest_json import columns_to_arrays
+from export._rest_json import dumps
+from export._rest_json import json_size
+from export._rest_json import max_json_size
+from export._rest_json import outputs_to_columns
+from export._rest_json import outputs_to_rows
+from export._rest_json import parse_predict_body
+from export._rest_json import rows_to_arrays
 
 DEFAULT_PORT = 8501
 DEFAULT_HOST = "127.0.0.1"

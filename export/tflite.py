@@ -10,7 +10,7 @@ Two entry points:
 
 - `convert_serving(graph, ...)`: the shipped file. Its `serving_default`
   signature is the SavedModel's (`images` -> `probabilities`, `classes`,
-  `attention_maps` / `locations`, see `export.serving_model`), batch axis
+  `attention_maps` / `locations`, see `export.serving_graph`), batch axis
   dynamic (1 until resized) unless `batch_size` is given. Quantization:
   `"none"` (float32), `"dynamic"` (int8 weights, float activations),
   `"float16"` (float16 weights), `"int8"` (full integer, calibrated on real
@@ -508,7 +508,7 @@ def calibrate(graph, representative, batch_size=None):
 def convert_serving(graph, quantization="none", representative=None,
                     io_type="float32", batch_size=None, float_layers="auto",
                     ranges="mse"):
-    """Convert an `export.serving_model.ServingGraph` to a TFLite
+    """Convert an `export.serving_graph.ServingGraph` to a TFLite
     flatbuffer with builtin ops only.
 
     Args:

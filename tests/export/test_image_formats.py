@@ -1,7 +1,7 @@
 """`serve_image_bytes` decodes PNG, JPEG (also CMYK), BMP, GIF and WebP to
 the model's channel count, 1 or 3: TensorFlow's BMP, GIF and WebP decoders
 and a CMYK JPEG refuse `channels=1`, so those decode to their own channels
-and are converted (`export.serving_model.ServingGraph.decode_images`)."""
+and are converted (`export.serving_graph.ServingGraph.decode_images`)."""
 
 import io
 
@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from export.serving_model import ServingGraph
+from export.serving_graph import ServingGraph
 
 pytestmark = pytest.mark.tf_only
 

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from export import serve
 from export._images import image_size
-from export._rest import decode_base64
+from export._rest_json import decode_base64
 
 pytestmark = pytest.mark.tf_only
 

@@ -23,7 +23,7 @@ import pytest
 from tensorflow.lite.tools import flatbuffer_utils
 
 from export.calibration import load_images
-from export.serving_model import ServingGraph
+from export.serving_graph import ServingGraph
 from export.tflite import bypass_round_trips
 from export.tflite import calibrate
 from export.tflite import convert_serving
