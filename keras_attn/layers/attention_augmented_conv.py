@@ -78,23 +78,23 @@ from keras import ops
 
 from keras_attn.utils import validation
 
-_NAME = "AttentionAugmentedConv2D"
 DEFAULT_RELATIVE_SIZE = 16
 
 
-def _resolve_depth(argument, value, filters):
-    """An int depth as is; a float as a fraction of `filters`."""
+def _resolve_depth(layer, argument, value, filters):
+    """An int depth as is; a float as a fraction of `filters`. `layer` names
+    the caller in the error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         validation.fail(
-            _NAME, argument, value,
+            layer, argument, value,
             "an integer number of channels or a float fraction of `filters`",
         )
     if isinstance(value, float):
         if not value > 0:
-            validation.fail(_NAME, argument, value,
+            validation.fail(layer, argument, value,
                             "a fraction > 0 of `filters`")
         return int(round(value * filters))
-    return validation.check_positive_int(_NAME, argument, value)
+    return validation.check_positive_int(layer, argument, value)
 
 
 def rel_to_abs(x):
@@ -363,27 +363,27 @@ class AttentionAugmentedConv2D(keras.layers.Layer):
         relative_size=None,
         **kwargs,
     ):
-        validation.check_positive_int(_NAME, "filters", filters, minimum=2)
-        validation.check_odd_kernel(_NAME, "kernel_size", kernel_size)
-        validation.check_positive_int(_NAME, "num_heads", num_heads)
-        validation.check_bool(_NAME, "relative", relative)
-        validation.check_positive_int(_NAME, "strides", strides)
-        dk = _resolve_depth("key_depth", key_depth, filters)
-        dv = _resolve_depth("value_depth", value_depth, filters)
+        validation.check_positive_int(self, "filters", filters, minimum=2)
+        validation.check_odd_kernel(self, "kernel_size", kernel_size)
+        validation.check_positive_int(self, "num_heads", num_heads)
+        validation.check_bool(self, "relative", relative)
+        validation.check_positive_int(self, "strides", strides)
+        dk = _resolve_depth(self, "key_depth", key_depth, filters)
+        dv = _resolve_depth(self, "value_depth", value_depth, filters)
         if dk < num_heads or dk % num_heads:
             validation.fail(
-                _NAME, "key_depth", key_depth,
+                self, "key_depth", key_depth,
                 f"a multiple of num_heads={num_heads} (resolved dk={dk})",
             )
         if not 0 < dv < filters:
             validation.fail(
-                _NAME, "value_depth", value_depth,
+                self, "value_depth", value_depth,
                 f"0 < dv < filters={filters} so that the conv keeps at "
                 f"least one channel (resolved dv={dv})",
             )
         if dv % num_heads:
             validation.fail(
-                _NAME, "value_depth", value_depth,
+                self, "value_depth", value_depth,
                 f"a multiple of num_heads={num_heads} (resolved dv={dv})",
             )
         if relative_size is not None:
@@ -391,11 +391,11 @@ class AttentionAugmentedConv2D(keras.layers.Layer):
                 relative_size
             ) != 2:
                 validation.fail(
-                    _NAME, "relative_size", relative_size,
+                    self, "relative_size", relative_size,
                     "None or a pair (height, width) of integers >= 1",
                 )
             for value in relative_size:
-                validation.check_positive_int(_NAME, "relative_size", value)
+                validation.check_positive_int(self, "relative_size", value)
             relative_size = tuple(relative_size)
         super().__init__(**kwargs)
         self.filters = filters

@@ -95,10 +95,9 @@ class AttentionStem(keras.layers.Layer):
     int8_keeps_float = True
 
     def __init__(self, filters, kernel_size=4, num_mixtures=4, **kwargs):
-        name = "AttentionStem"
-        validation.check_positive_int(name, "filters", filters)
-        validation.check_positive_int(name, "kernel_size", kernel_size)
-        validation.check_positive_int(name, "num_mixtures", num_mixtures)
+        validation.check_positive_int(self, "filters", filters)
+        validation.check_positive_int(self, "kernel_size", kernel_size)
+        validation.check_positive_int(self, "num_mixtures", num_mixtures)
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size

@@ -117,9 +117,8 @@ class ChannelAttention(keras.layers.Layer):
     attention_kinds = ("channel",)
 
     def __init__(self, reduction=16, use_bias=True, **kwargs):
-        validation.check_positive_int("ChannelAttention", "reduction",
-                                      reduction)
-        validation.check_bool("ChannelAttention", "use_bias", use_bias)
+        validation.check_positive_int(self, "reduction", reduction)
+        validation.check_bool(self, "use_bias", use_bias)
         super().__init__(**kwargs)
         self.reduction = reduction
         self.use_bias = use_bias
@@ -219,8 +218,7 @@ class SpatialAttention(keras.layers.Layer):
     attention_kinds = ("spatial",)
 
     def __init__(self, kernel_size=7, **kwargs):
-        validation.check_odd_kernel("SpatialAttention", "kernel_size",
-                                    kernel_size)
+        validation.check_odd_kernel(self, "kernel_size", kernel_size)
         super().__init__(**kwargs)
         self.kernel_size = kernel_size
 
@@ -339,8 +337,8 @@ class CBAM(keras.layers.Layer):
     attention_kinds = ("channel", "spatial")
 
     def __init__(self, reduction=16, kernel_size=7, **kwargs):
-        validation.check_positive_int("CBAM", "reduction", reduction)
-        validation.check_odd_kernel("CBAM", "kernel_size", kernel_size)
+        validation.check_positive_int(self, "reduction", reduction)
+        validation.check_odd_kernel(self, "kernel_size", kernel_size)
         super().__init__(**kwargs)
         self.reduction = reduction
         self.kernel_size = kernel_size

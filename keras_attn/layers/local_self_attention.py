@@ -167,25 +167,24 @@ class LocalSelfAttention2D(keras.layers.Layer):
         block_size=None,
         **kwargs,
     ):
-        name = "LocalSelfAttention2D"
-        validation.check_positive_int(name, "filters", filters)
-        validation.check_odd_kernel(name, "kernel_size", kernel_size)
-        validation.check_positive_int(name, "num_heads", num_heads)
-        validation.check_positive_int(name, "strides", strides)
-        validation.check_choice(name, "strides", strides, (1, 2))
-        validation.check_bool(name, "relative", relative)
+        validation.check_positive_int(self, "filters", filters)
+        validation.check_odd_kernel(self, "kernel_size", kernel_size)
+        validation.check_positive_int(self, "num_heads", num_heads)
+        validation.check_positive_int(self, "strides", strides)
+        validation.check_choice(self, "strides", strides, (1, 2))
+        validation.check_bool(self, "relative", relative)
         if block_size is not None:
-            validation.check_positive_int(name, "block_size", block_size)
+            validation.check_positive_int(self, "block_size", block_size)
         if filters % num_heads:
             validation.fail(
-                name,
+                self,
                 "filters",
                 filters,
                 f"a multiple of num_heads={num_heads}",
             )
         if relative and filters % 2:
             validation.fail(
-                name,
+                self,
                 "filters",
                 filters,
                 "an even number when relative=True (row and column "

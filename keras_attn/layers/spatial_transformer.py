@@ -54,7 +54,7 @@ _IDENTITY = {
 }
 
 
-def _check_output_size(name, value):
+def _check_output_size(layer, value):
     if value is None:
         return None
     ok = (
@@ -67,7 +67,7 @@ def _check_output_size(name, value):
     )
     if not ok:
         validation.fail(
-            name, "output_size", value, "None or (height, width), ints >= 1"
+            layer, "output_size", value, "None or (height, width), ints >= 1"
         )
     return tuple(value)
 
@@ -176,17 +176,16 @@ class SpatialTransformer(keras.layers.Layer):
         padding="zeros",
         **kwargs,
     ):
-        name = "SpatialTransformer"
         if localization is not None and not isinstance(
             localization, keras.layers.Layer
         ):
             validation.fail(
-                name, "localization", localization,
+                self, "localization", localization,
                 "None or a Keras layer / model mapping images to (batch, F)",
             )
-        output_size = _check_output_size(name, output_size)
-        validation.check_choice(name, "transform", transform, TRANSFORMS)
-        validation.check_choice(name, "padding", padding, PADDINGS)
+        output_size = _check_output_size(self, output_size)
+        validation.check_choice(self, "transform", transform, TRANSFORMS)
+        validation.check_choice(self, "padding", padding, PADDINGS)
         super().__init__(**kwargs)
         self.localization = localization
         self.output_size = output_size

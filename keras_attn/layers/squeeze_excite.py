@@ -92,13 +92,12 @@ class SqueezeExcite(keras.layers.Layer):
         use_bias=True,
         **kwargs,
     ):
-        name = "SqueezeExcite"
-        validation.check_positive_float(name, "ratio", ratio)
+        validation.check_positive_float(self, "ratio", ratio)
         if reduction is not None:
-            validation.check_positive_int(name, "reduction", reduction)
-        validation.check_activation(name, "activation", activation)
-        validation.check_activation(name, "gate", gate)
-        validation.check_bool(name, "use_bias", use_bias)
+            validation.check_positive_int(self, "reduction", reduction)
+        validation.check_activation(self, "activation", activation)
+        validation.check_activation(self, "gate", gate)
+        validation.check_bool(self, "use_bias", use_bias)
         super().__init__(**kwargs)
         self.ratio = ratio
         self.reduction = reduction

@@ -101,10 +101,9 @@ class GlimpseSensor(keras.layers.Layer):
 
     def __init__(self, glimpse_size=8, num_scales=3, scale_factor=2,
                  **kwargs):
-        name = "GlimpseSensor"
-        validation.check_positive_int(name, "glimpse_size", glimpse_size)
-        validation.check_positive_int(name, "num_scales", num_scales)
-        validation.check_positive_int(name, "scale_factor", scale_factor)
+        validation.check_positive_int(self, "glimpse_size", glimpse_size)
+        validation.check_positive_int(self, "num_scales", num_scales)
+        validation.check_positive_int(self, "scale_factor", scale_factor)
         super().__init__(**kwargs)
         self.glimpse_size = glimpse_size
         self.num_scales = num_scales
@@ -119,29 +118,27 @@ class GlimpseSensor(keras.layers.Layer):
         ]
 
     def _check_shapes(self, images_shape, locations_shape):
-        name = "GlimpseSensor"
-        validation.check_image_shape(name, images_shape, "images")
+        validation.check_image_shape(self, images_shape, "images")
         for axis, label in ((1, "height"), (2, "width")):
             size = images_shape[axis]
             if size is not None and size < 2:
                 validation.fail(
-                    name, f"images {label}", size,
+                    self, f"images {label}", size,
                     "an image at least 2 pixels high and wide",
                 )
         if len(locations_shape) != 2 or locations_shape[-1] != 2:
             validation.fail(
-                name, "locations shape", tuple(locations_shape),
+                self, "locations shape", tuple(locations_shape),
                 "(batch, 2) holding (x, y)",
             )
 
-    @staticmethod
-    def _split(inputs, locations):
+    def _split(self, inputs, locations):
         # Accept `sensor(images, locations)` and `sensor([images,
         # locations])` (the form functional models and `harness.wrap` use).
         if locations is None:
             if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
                 validation.fail(
-                    "GlimpseSensor", "inputs", type(inputs).__name__,
+                    self, "inputs", type(inputs).__name__,
                     "sensor(images, locations) or sensor([images, "
                     "locations])",
                 )

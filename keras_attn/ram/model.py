@@ -173,18 +173,17 @@ class RecurrentAttentionModel(keras.Model):
         seed=None,
         **kwargs,
     ):
-        name = "RecurrentAttentionModel"
-        validation.check_positive_int(name, "num_classes", num_classes, 2)
-        validation.check_positive_int(name, "num_glimpses", num_glimpses)
-        validation.check_choice(name, "core", core, CORES)
-        validation.check_positive_float(name, "location_std", location_std)
+        validation.check_positive_int(self, "num_classes", num_classes, 2)
+        validation.check_positive_int(self, "num_glimpses", num_glimpses)
+        validation.check_choice(self, "core", core, CORES)
+        validation.check_positive_float(self, "location_std", location_std)
         validation.check_positive_float(
-            name, "reinforce_weight", reinforce_weight
+            self, "reinforce_weight", reinforce_weight
         )
-        validation.check_choice(name, "eval_policy", eval_policy, POLICIES)
-        validation.check_positive_int(name, "eval_samples", eval_samples)
+        validation.check_choice(self, "eval_policy", eval_policy, POLICIES)
+        validation.check_positive_int(self, "eval_samples", eval_samples)
         if seed is not None:
-            validation.check_positive_int(name, "seed", seed, minimum=0)
+            validation.check_positive_int(self, "seed", seed, minimum=0)
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.num_glimpses = num_glimpses
@@ -230,7 +229,7 @@ class RecurrentAttentionModel(keras.Model):
     @eval_policy.setter
     def eval_policy(self, value):
         validation.check_choice(
-            "RecurrentAttentionModel", "eval_policy", value, POLICIES
+            self, "eval_policy", value, POLICIES
         )
         self._eval_policy = value
         self._forget_compiled_functions()
@@ -242,7 +241,7 @@ class RecurrentAttentionModel(keras.Model):
     @eval_samples.setter
     def eval_samples(self, value):
         validation.check_positive_int(
-            "RecurrentAttentionModel", "eval_samples", value
+            self, "eval_samples", value
         )
         self._eval_samples = value
         self._forget_compiled_functions()
@@ -258,7 +257,7 @@ class RecurrentAttentionModel(keras.Model):
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        validation.check_image_shape("RecurrentAttentionModel", shape, "images")
+        validation.check_image_shape(self, shape, "images")
         self._image_shape = shape[1:]
         g = self.glimpse_size
         core = (None, self.core_units)
@@ -300,7 +299,7 @@ class RecurrentAttentionModel(keras.Model):
             `baselines (B, T)`.
         """
         validation.check_choice(
-            "RecurrentAttentionModel", "policy", policy, POLICIES
+            self, "policy", policy, POLICIES
         )
         if not self.built:
             self.build(tuple(images.shape))

@@ -74,11 +74,11 @@ def _float32_spec(layer, args, kwargs):
     )
 
 
-def _flat_size(shape, name, argument):
+def _flat_size(shape, layer, argument):
     size = 1
     for d in shape[1:]:
         if d is None:
-            validation.fail(name, f"{argument} shape", tuple(shape),
+            validation.fail(layer, f"{argument} shape", tuple(shape),
                         "fully known dimensions except the batch axis")
         size *= int(d)
     return size
@@ -117,10 +117,9 @@ class GlimpseNetwork(keras.layers.Layer):
 
     def __init__(self, what_units=128, where_units=128, units=256,
                  **kwargs):
-        name = "GlimpseNetwork"
-        validation.check_positive_int(name, "what_units", what_units)
-        validation.check_positive_int(name, "where_units", where_units)
-        validation.check_positive_int(name, "units", units)
+        validation.check_positive_int(self, "what_units", what_units)
+        validation.check_positive_int(self, "where_units", where_units)
+        validation.check_positive_int(self, "units", units)
         super().__init__(**kwargs)
         self.what_units = what_units
         self.where_units = where_units
@@ -134,14 +133,13 @@ class GlimpseNetwork(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        name = "GlimpseNetwork"
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
-            validation.fail(name, "inputs", input_shape,
+            validation.fail(self, "inputs", input_shape,
                         "a list [glimpses, locations]")
         glimpse_shape, location_shape = input_shape
-        size = _flat_size(glimpse_shape, name, "glimpses")
+        size = _flat_size(glimpse_shape, self, "glimpses")
         if tuple(location_shape)[1:] != (2,):
-            validation.fail(name, "locations shape", tuple(location_shape),
+            validation.fail(self, "locations shape", tuple(location_shape),
                         "(batch, 2)")
         self.what.build((None, size))
         self.where.build((None, 2))
@@ -205,9 +203,8 @@ class CoreNetwork(keras.layers.Layer):
     """
 
     def __init__(self, units=256, core="rnn", **kwargs):
-        name = "CoreNetwork"
-        validation.check_positive_int(name, "units", units)
-        validation.check_choice(name, "core", core, CORES)
+        validation.check_positive_int(self, "units", units)
+        validation.check_choice(self, "core", core, CORES)
         super().__init__(**kwargs)
         self.units = units
         self.core = core
@@ -292,7 +289,7 @@ class LocationNetwork(keras.layers.Layer):
 
     def __init__(self, hidden_units=0, **kwargs):
         validation.check_positive_int(
-            "LocationNetwork", "hidden_units", hidden_units, minimum=0
+            self, "hidden_units", hidden_units, minimum=0
         )
         super().__init__(**kwargs)
         self.hidden_units = hidden_units

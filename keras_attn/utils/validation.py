@@ -4,12 +4,19 @@ Every check raises a `ValueError` that names the caller (a layer, a builder
 or a function), the argument, what was received and what is allowed, so
 users see the fix instead of a backend trace:
 
-    SqueezeExcite: invalid `ratio`; expected an integer >= 1. Received:
-    ratio=0
+    SqueezeExcite: invalid `reduction`; expected an integer >= 1.
+    Received: reduction=0
 
-`caller` is a string (the function or builder name) or an object, whose
-class name is used (a layer passes `self`). Each check returns the value
-it accepted, converted where it says so.
+`caller` names who is checking, one way per kind of caller:
+
+- a layer or model class passes `self` (also from `__init__` before
+  `super().__init__`, and module helpers take the layer to pass on): the
+  message names its class, `type(self).__name__`, as Keras' own errors do,
+  so a subclass is named as itself and a renamed class needs no edit;
+- a function or model builder passes its own name, a string
+  (`"resnet"`, `"get_attention"`).
+
+Each check returns the value it accepted, converted where it says so.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ def fail(caller, argument, received, allowed):
     """Raise the package's standard `ValueError` for a bad argument.
 
     Args:
-        caller: the function name, or an object named by its class.
+        caller: a layer (or model) instance, named by its class, or the
+            name of the function or builder that checks.
         argument: the argument's name, as the user wrote it.
         received: the value received (shown with `repr`).
         allowed: what would have been accepted, as a phrase ("an integer
