@@ -64,7 +64,7 @@ from benchmarks.tiny_models import BUILDERS  # noqa: E402
 from benchmarks.tiny_models import SHAPE  # noqa: E402
 from export import export_model  # noqa: E402
 from export.calibration import load_images  # noqa: E402
-from export.tflite import TFLiteModel  # noqa: E402
+from export.tflite_runner import TFLiteModel  # noqa: E402
 
 DEFAULT_MODELS = ["cbam_resnet", "ltpa_pc_concat", "stn", "ram"]
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -29,15 +29,16 @@ when the model has spatial attention maps (a RAM model: `locations`
 float32 `(batch, T, 2)`). See `export.serving_graph` for how the maps are
 computed and `export.manifest` for the manifest.
 
-The int8 file keeps some ops in float32 (`export.tflite.convert_serving`):
-by default those of the spatial samplers and attention-softmax layers,
-which int8 cannot resolve (`--float-layers`); always those whose calibrated
-range is empty, which would crash LiteRT's XNNPACK delegate; and unfolded
-BatchNorms whose per-channel factors one int8 scale cannot hold. The
-manifest lists them (`float_layers`, `int8_sublayers`, `float_tensors`,
-`full_integer`). Its activation ranges are the calibrated min/max narrowed
-to the clip with the least int8 rounding error (`int8_ranges="mse"`,
-`export.tflite.clip_ranges`; `"minmax"` keeps them), then widened to a
+The int8 file keeps some ops in float32
+(`export.tflite_convert.convert_serving`): by default those of the spatial
+samplers and attention-softmax layers, which int8 cannot resolve
+(`--float-layers`); always those whose calibrated range is empty, which
+would crash LiteRT's XNNPACK delegate; and unfolded BatchNorms whose
+per-channel factors one int8 scale cannot hold. The manifest lists them
+(`float_layers`, `int8_sublayers`, `float_tensors`, `full_integer`). Its
+activation ranges are the calibrated min/max narrowed to the clip with the
+least int8 rounding error (`int8_ranges="mse"`,
+`export.int8_ranges.clip_ranges`; `"minmax"` keeps them), then widened to a
 common range where int8 needs one scale (`harmonize_ranges`).
 
 Each file's parity with the Keras model is measured on held-out images
@@ -69,7 +70,7 @@ def _fail(argument, value, expected):
 def quantizations(quantize):
     """`quantize` as a list without repeats: a name, a comma-separated
     string, or a list of either (`["none", "int8"]`, `"none,int8"`)."""
-    from export.tflite import QUANTIZATIONS
+    from export.tflite_convert import QUANTIZATIONS
 
     items = [quantize] if isinstance(quantize, str) else list(quantize or [])
     names = []
@@ -109,7 +110,7 @@ def next_version(base):
 
 def _check(to, quantize, io_type, calibration, version, name,
            calibration_images, parity_images):
-    from export.tflite import IO_TYPES
+    from export.tflite_convert import IO_TYPES
 
     if to not in TARGETS:
         _fail("to", to, f"one of {list(TARGETS)}")
@@ -240,7 +241,7 @@ def export_model(model, out, name=None, version=None, to="all",
             `"none"` for none.
         int8_ranges: how the `int8` file's activation ranges are chosen:
             `"mse"` (the calibrated min/max narrowed to the clip with the
-            least int8 rounding error, `export.tflite.clip_ranges`) or
+            least int8 rounding error, `export.int8_ranges.clip_ranges`) or
             `"minmax"` (the converter's own).
         overwrite: replace an existing `out/NAME/VERSION`.
 
@@ -260,10 +261,14 @@ def export_model(model, out, name=None, version=None, to="all",
         _fail("float_layers", float_layers,
               "'auto', 'none' or a list of layer class names such as "
               "['SpatialTransformer']")
-    from export.tflite import RANGE_METHODS
+    from export.int8_ranges import RANGE_METHODS
 
     if int8_ranges not in RANGE_METHODS:
         _fail("int8_ranges", int8_ranges, f"one of {list(RANGE_METHODS)}")
+    if "int8" in quantize:
+        from export.int8_ranges import check_tensorflow
+
+        check_tensorflow()  # before anything is written
     import keras
     import tensorflow as tf
 
@@ -272,9 +277,9 @@ def export_model(model, out, name=None, version=None, to="all",
     from export.saved_model import write_serving_saved_model
     from export.serving_graph import ServingGraph
     from export.serving_graph import run_batched
-    from export.tflite import FILE_TAGS
-    from export.tflite import TFLiteModel
-    from export.tflite import convert_serving
+    from export.tflite_convert import FILE_TAGS
+    from export.tflite_convert import convert_serving
+    from export.tflite_runner import TFLiteModel
 
     source_path = None
     if isinstance(model, (str, os.PathLike)):

@@ -192,7 +192,7 @@ class ServingGraph:
     def layers_of(self, class_names):
         """Names of the model's layers, nested ones included, whose class
         name is in `class_names` (for leaving them in float in an int8
-        file, see `export.tflite.float_layers_of`)."""
+        file, see `export.int8_ranges.float_layers_of`)."""
         return [layer.name for layer in self.model._flatten_layers(
             include_self=False, recursive=True)
             if type(layer).__name__ in class_names]
@@ -201,7 +201,7 @@ class ServingGraph:
         """`{layer name: [nested layer names]}` for the model's layers whose
         class name is in `class_names` and keys `attributes`, which maps a
         class name to the attributes holding those nested layers (see
-        `export.tflite.int8_sublayers_of`)."""
+        `export.int8_ranges.int8_sublayers_of`)."""
         found = {}
         for layer in self.model._flatten_layers(include_self=False,
                                                 recursive=True):
@@ -315,6 +315,19 @@ class ServingGraph:
                                           autograph=False)
         self._traced[batch] = traced
         return self._frozen[batch]
+
+    def tflite_converter(self, batch=None):
+        """A `tf.lite.TFLiteConverter` of the frozen graph (unconfigured;
+        `export.tflite_convert` and `export.int8_ranges` set it up). With
+        a trackable object the converter keeps the function's signature
+        (`serving_default`, input and output names) in the flatbuffer."""
+        import tensorflow as tf
+
+        holder = tf.Module()
+        holder.serving_default = self.frozen(batch)
+        return tf.lite.TFLiteConverter.from_concrete_functions(
+            [holder.serving_default.get_concrete_function()], holder
+        )
 
     def reference(self, images, batch_size=250):
         """The outputs of the (unfrozen) graph on NumPy `images`, as a dict

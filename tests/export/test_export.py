@@ -18,7 +18,7 @@ from benchmarks.tiny_models import build
 from benchmarks.tiny_models import trained
 from export import export_model
 from export.calibration import load_images
-from export.tflite import op_names
+from export.tflite_runner import op_names
 from keras_attn.data.fashion_mnist import load_fashion_mnist
 
 # Trains models: the second tier (`pytest -m slow`).

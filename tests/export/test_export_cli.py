@@ -12,7 +12,7 @@ from export.__main__ import main as export_main
 from export.__main__ import parser as export_parser
 from export.calibration import load_images
 from export.manifest import sha256
-from export.tflite import TFLiteModel
+from export.tflite_runner import TFLiteModel
 from keras_attn import models
 from keras_attn.data.fashion_mnist import load_fashion_mnist
 

@@ -1,6 +1,6 @@
 """Float layers in an int8 file: what stays float32, and that it stays so.
 
-Layers that declare `int8_keeps_float` (`export.tflite.float_layers_of`)
+Layers that declare `int8_keeps_float` (`export.int8_ranges.float_layers_of`)
 keep their ops float32, nested layers included, except those their
 `int8_sublayers` name: the attention-augmented
 convolution's plain `conv` branch is int8 (it is concatenated with the
@@ -13,7 +13,7 @@ feeds an int8 op (LTPA's attention map, stacked into the `attention_maps`
 output) the float readers get it back through QUANTIZE -> DEQUANTIZE. LTPA's
 weights over a 28 x 28 map are about 1/784, below one step, so its
 attention-weighted sum was mostly rounding error.
-`export.tflite.bypass_round_trips` rewires those readers to the float
+`export.int8_ranges.bypass_round_trips` rewires those readers to the float
 tensor.
 """
 
@@ -23,15 +23,16 @@ import pytest
 from tensorflow.lite.tools import flatbuffer_utils
 
 from export.calibration import load_images
+from export.int8_ranges import bypass_round_trips
+from export.int8_ranges import calibrate
+from export.int8_ranges import float_layers_of
+from export.int8_ranges import int8_sublayers_of
+from export.int8_ranges import island_tensors
+from export.int8_ranges import quantize
 from export.serving_graph import ServingGraph
-from export.tflite import bypass_round_trips
-from export.tflite import calibrate
-from export.tflite import convert_serving
-from export.tflite import float_layers_of
-from export.tflite import inspecting_interpreter
-from export.tflite import int8_sublayers_of
-from export.tflite import island_tensors
-from export.tflite import op_names
+from export.tflite_convert import convert_serving
+from export.tflite_runner import inspecting_interpreter
+from export.tflite_runner import op_names
 from keras_attn import models
 from keras_attn.layers import AttentionAugmentedConv2D
 
@@ -92,13 +93,10 @@ def _relative_error(got, want):
 
 
 def test_float_layers_read_their_own_float_tensors(ltpa_graph, images):
-    from tensorflow.lite.python import convert as lite_convert
-
     raw = calibrate(ltpa_graph, images)
     islands = ltpa_graph.layers_of(float_layers_of(ltpa_graph.model))
     assert len(islands) == 3
-    unmended = lite_convert.mlir_quantize(
-        raw, denylisted_nodes=island_tensors(raw, islands))
+    unmended = quantize(raw, denylisted_nodes=island_tensors(raw, islands))
     before = _round_trips(unmended)
     # The quantizer's round trips: one per attention layer, on its softmax.
     assert len(before) >= 3, before

@@ -6,10 +6,10 @@ tensor it reaches first. CBAM's spatial attention concatenates the channel
 mean and max of the gated features `x'`; the concat's range misses `x'`'s
 negative tail, and through `REDUCE_MAX` it became `x'`'s own scale, which
 clipped the features of every CBAM block (top-1 agreement 0.91 on a briefly
-trained CBAM-ResNet-20). `export.tflite.harmonize_ranges` widens each such
+trained CBAM-ResNet-20). `export.int8_ranges.harmonize_ranges` widens each such
 group to the union of its ranges before quantizing.
 
-Before that, `export.tflite.clip_ranges` narrows heavy-tailed ranges to the
+Before that, `export.int8_ranges.clip_ranges` narrows heavy-tailed ranges to the
 clip with the least int8 round-trip error ("MSE calibration"); its tests
 check that choice against the tensors' actual values.
 """
@@ -20,12 +20,12 @@ import pytest
 from tensorflow.lite.tools import flatbuffer_utils
 
 from export.calibration import load_images
+from export.int8_ranges import SAME_SCALE_OPS
+from export.int8_ranges import calibrate
+from export.int8_ranges import harmonize_ranges
 from export.serving_graph import ServingGraph
-from export.tflite import SAME_SCALE_OPS
-from export.tflite import calibrate
-from export.tflite import convert_serving
-from export.tflite import harmonize_ranges
-from export.tflite import inspecting_interpreter
+from export.tflite_convert import convert_serving
+from export.tflite_runner import inspecting_interpreter
 from keras_attn.layers import CBAM
 
 pytestmark = pytest.mark.tf_only
@@ -151,7 +151,7 @@ def _preactivation_graph(dead_channel):
 
 
 def test_unfolded_batch_norm_with_a_dead_channel_stays_float(images):
-    from export.tflite import imprecise_constant_ops
+    from export.int8_ranges import imprecise_constant_ops
 
     healthy = calibrate(_preactivation_graph(False), images)
     assert imprecise_constant_ops(healthy) == []
@@ -197,7 +197,7 @@ def _all_values(flatbuffer, images):
 
 
 def test_clipped_ranges_lower_the_round_trip_error(cbam_graph, images):
-    from export.tflite import clip_ranges
+    from export.int8_ranges import clip_ranges
 
     raw = calibrate(cbam_graph, images)
     before = _ranges(raw)

@@ -342,8 +342,8 @@ def test_inference_model_exports_to_saved_model_and_tflite(tmp_path):
     import tensorflow as tf
 
     from export.saved_model import write_saved_model
-    from export.tflite import op_names
-    from export.tflite import run_tflite
+    from export.tflite_runner import op_names
+    from export.tflite_runner import run_tflite
 
     # LSTM: the larger op set (the rnn core is a subset: FULLY_CONNECTED,
     # ADD, RELU).

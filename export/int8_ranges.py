@@ -1,43 +1,113 @@
-"""TFLite conversion with builtin ops only, and a LiteRT runner.
+"""The int8 path of the TFLite export: calibration, range passes over the
+calibrated flatbuffer, quantization and the round-trip mend.
 
-Keras' `model.export(format="litert")` enables SELECT_TF_OPS (Flex) unless
-told otherwise, which silently produces files that need the Flex delegate on
-device. Here the converter is restricted to `TFLITE_BUILTINS` (plus
-`TFLITE_BUILTINS_INT8` for full-integer models), so a model that needs a
-TensorFlow op fails at conversion time, where it can be fixed.
+`convert_int8(graph, representative, ...)` (what `export.tflite_convert.
+convert_serving(..., "int8")` runs) goes:
 
-Two entry points:
+1. `calibrate`: the converter's calibration pass alone, a float flatbuffer
+   whose every activation carries its min/max over the representative
+   images;
+2. what stays float32: the ops of the layers that declare
+   `int8_keeps_float` (`float_layers_of`, `island_tensors`), ops whose
+   calibrated range is empty (`degenerate_tensors`) and ops whose constant
+   operand one int8 scale cannot hold (`imprecise_constant_ops`);
+3. the ranges: narrowed to the clip with the least int8 rounding error
+   (`clip_ranges`, `ranges="mse"`), then widened to their union where
+   same-scale ops tie tensors together (`harmonize_ranges`);
+4. `quantize`: TensorFlow's quantizer, every tensor but the float ones;
+5. `bypass_round_trips`: float -> int8 -> float pairs between float ops
+   removed.
 
-- `convert_serving(graph, ...)`: the shipped file. Its `serving_default`
-  signature is the SavedModel's (`images` -> `probabilities`, `classes`,
-  `attention_maps` / `locations`, see `export.serving_graph`), batch axis
-  dynamic (1 until resized) unless `batch_size` is given. Quantization:
-  `"none"` (float32), `"dynamic"` (int8 weights, float activations),
-  `"float16"` (float16 weights), `"int8"` (full integer, calibrated on real
-  images; `io_type="uint8"` or `"int8"` also makes the input and the float
-  outputs integer tensors, `classes` stays int64). `TFLiteModel` runs such
-  a file on float images in [0, 1] whatever its io type.
-- `convert(model, ...)` / `run_tflite`: any Keras model, inputs named
-  `input_0..` and outputs `output_0..` in the order of `model.outputs`; the
-  layer tests' check (`tests/harness.py::assert_tflite_matches`).
+Steps 1, 3, 4 and 5 use TensorFlow APIs that are not public: the
+converter's `_experimental_calibrate_only`, `tensorflow.lite.python.
+convert.mlir_quantize` and the flatbuffer object model of `tensorflow.lite.
+tools.flatbuffer_utils`. They can change in any release, so the int8 path
+runs only on the TensorFlow versions it was tested with
+(`TESTED_TENSORFLOW`): `check_tensorflow()` raises
+`UntestedTensorFlowError` on any other, with the way out (the `dynamic`
+or `float16` files, which use public APIs only, a tested TensorFlow, or
+`KERAS_ATTN_UNTESTED_TF=1` to try anyway). Why each pass exists, with
+measurements: docs/int8.md.
+
+Importing this module does not import TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
+import warnings
 
 import numpy as np
 
-from export.saved_model import write_saved_model
+from export.tflite_runner import inspecting_interpreter
 
-QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
-IO_TYPES = ("float32", "uint8", "int8")
+# The TensorFlow releases ("major.minor", any patch) the int8 path was
+# tested with. Add a release here once `pytest -m slow tests/export`
+# passes on it.
+TESTED_TENSORFLOW = ("2.21",)
+# Set (to anything but "" or "0") to run the int8 path on an untested
+# TensorFlow anyway, with a warning.
+UNTESTED_TF_ENV = "KERAS_ATTN_UNTESTED_TF"
+PRIVATE_APIS = (
+    "TFLiteConverter._experimental_calibrate_only",
+    "tensorflow.lite.python.convert.mlir_quantize",
+    "tensorflow.lite.tools.flatbuffer_utils",
+)
+_warned = set()
+
+
+class UntestedTensorFlowError(RuntimeError):
+    """The int8 path was asked for on a TensorFlow release it was not
+    tested with (see `check_tensorflow`)."""
+
+
+def _release(version):
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return f"{match[1]}.{match[2]}" if match else version
+
+
+def check_tensorflow():
+    """The installed TensorFlow's version, if the int8 path was tested with
+    its release (`TESTED_TENSORFLOW`).
+
+    Raises:
+        UntestedTensorFlowError: another release, unless the environment
+            variable `KERAS_ATTN_UNTESTED_TF` is set (then a `UserWarning`,
+            once per version).
+    """
+    import tensorflow as tf
+
+    version = tf.__version__
+    if _release(version) in TESTED_TENSORFLOW:
+        return version
+    tested = ", ".join(f"{v}.x" for v in TESTED_TENSORFLOW)
+    if os.environ.get(UNTESTED_TF_ENV, "") not in ("", "0"):
+        if version not in _warned:
+            _warned.add(version)
+            warnings.warn(
+                f"int8 TFLite conversion on TensorFlow {version}, which it "
+                f"was not tested with (tested: {tested}; "
+                f"{UNTESTED_TF_ENV} is set): check the int8 file's parity "
+                f"figures before shipping it.", UserWarning, stacklevel=3)
+        return version
+    raise UntestedTensorFlowError(
+        f"int8 TFLite conversion uses private TensorFlow APIs "
+        f"({', '.join(PRIVATE_APIS)}) and was tested with TensorFlow "
+        f"{tested} only; found TensorFlow {version}. Use the dynamic or "
+        f"float16 file instead (`--quantize dynamic` or `--quantize "
+        f"float16`; `quantize=\"dynamic\"` from Python), which need no "
+        f"private API, or install a tested TensorFlow (pip install "
+        f"'tensorflow=={TESTED_TENSORFLOW[-1]}.*'), or set "
+        f"{UNTESTED_TF_ENV}=1 to try TensorFlow {version} anyway."
+    )
+
+
 # How the int8 file's activation ranges are chosen: "mse" narrows the
 # calibrated min/max to the clip with the least rounding error
 # (`clip_ranges`), "minmax" keeps the converter's min/max.
 RANGE_METHODS = ("mse", "minmax")
+
 # Which layers stay float32 inside an otherwise int8 model ("auto") is
 # declared by the layers themselves: `int8_keeps_float = True` on the class
 # (the spatial samplers, whose int8 coordinates move in 1/8-pixel steps, and
@@ -63,114 +133,6 @@ def int8_sublayers_of(model):
             for layer in model._flatten_layers(include_self=False,
                                                recursive=True)
             if getattr(layer, "int8_sublayers", ())}
-
-
-# File tag of each quantization: model_<tag>.tflite.
-FILE_TAGS = {"none": "float32", "dynamic": "dynamic", "float16": "float16",
-             "int8": "int8"}
-
-
-def convert(model, batch_size=1, quantization="none", representative=None):
-    """Convert a Keras model to a TFLite flatbuffer using builtin ops only.
-
-    Args:
-        model: a built Keras model (TensorFlow backend).
-        batch_size: static batch size of the exported signature (LiteRT runs
-            fixed shapes best; `None` keeps it dynamic).
-        quantization: `"none"`, `"dynamic"` (int8 weights), `"float16"`
-            (float16 weights) or `"int8"` (full integer, needs
-            `representative`).
-        representative: for `"int8"`, an iterable of input batches (each a
-            list of float32 arrays) drawn from real data.
-
-    Returns:
-        The flatbuffer as `bytes`.
-    """
-    import tensorflow as tf
-
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"convert: invalid `quantization`; expected one of "
-            f"{list(QUANTIZATIONS)}. Received: quantization={quantization!r}"
-        )
-    if quantization == "int8" and representative is None:
-        raise ValueError(
-            "convert: `quantization='int8'` needs `representative`, an "
-            "iterable of real input batches for calibration."
-        )
-    # Keras' own route (ExportArchive -> SavedModel -> converter): it tracks
-    # the Keras variables so they are frozen into the flatbuffer.
-    with tempfile.TemporaryDirectory() as tmp:
-        write_saved_model(model, tmp, batch_size)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        return _configure(converter, quantization, representative).convert()
-
-
-def _configure(converter, quantization, representative):
-    import tensorflow as tf
-
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantization != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantization == "int8":
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-        ]
-
-        def gen():
-            for batch in representative:
-                yield [np.asarray(b, "float32") for b in batch]
-
-        converter.representative_dataset = gen
-    return converter
-
-
-def _interpreter(flatbuffer, num_threads=1):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def inspecting_interpreter(flatbuffer):
-    """An allocated interpreter for `flatbuffer` whose every intermediate
-    tensor stays readable after `invoke` (reference kernels, no delegate),
-    for comparing a file's tensors one by one."""
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_litert.interpreter import OpResolverType
-
-    interpreter = Interpreter(
-        model_content=bytes(flatbuffer),
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=(
-            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
-    )
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def run_tflite(flatbuffer, inputs, num_threads=1):
-    """Run a flatbuffer made by `convert` on a list of float32 arrays and
-    return its outputs as a list in `model.outputs` order."""
-    interpreter = _interpreter(flatbuffer, num_threads)
-    runner = interpreter.get_signature_runner()
-    feeds = {
-        f"input_{i}": np.asarray(x, "float32") for i, x in enumerate(inputs)
-    }
-    result = runner(**feeds)
-    return [result[f"output_{i}"] for i in range(len(result))]
-
-
-def op_names(flatbuffer):
-    """The set of operator names in a flatbuffer (to show it is builtin-only).
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer)
-    return {d["op_name"] for d in interpreter._get_ops_details()}
 
 
 def _segment(name):
@@ -205,10 +167,36 @@ def island_tensors(flatbuffer, islands, int8_parts=None):
     return [n for n in names if any(owned(p) for p in n.split(";"))]
 
 
+def calibrate(graph, representative, batch_size=None):
+    """The converter's calibration pass alone: the float flatbuffer of
+    `graph` (an `export.serving_graph.ServingGraph`) with every
+    activation's min/max over `representative` (float32 images
+    `(N, H, W, C)` in [0, 1], fed `batch_size` at a time), before any
+    quantization."""
+    check_tensorflow()
+    import tensorflow as tf
+
+    size = batch_size or 1
+    images = np.asarray(representative, "float32")
+    batches = [[images[i:i + size]]
+               for i in range(0, len(images) - size + 1, size)]
+
+    def dataset():
+        yield from batches
+
+    converter = graph.tflite_converter(batch_size)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = dataset
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
 def _model_object(calibrated):
     """`calibrated` as a flatbuffer object model: parsed when given as
     bytes, as is when already parsed (so one parse can serve several
     passes)."""
+    check_tensorflow()
     from tensorflow.lite.tools import flatbuffer_utils
 
     if isinstance(calibrated, (bytes, bytearray)):
@@ -475,117 +463,35 @@ def imprecise_constant_ops(calibrated, tolerance=0.05):
     return names
 
 
-def _serving_converter(graph, batch_size):
-    import tensorflow as tf
+def quantize(calibrated, **options):
+    """TensorFlow's quantizer (`tensorflow.lite.python.convert.
+    mlir_quantize`, private) on a calibrated flatbuffer; `options` are
+    its keyword arguments (`input_data_type`, `output_data_type`,
+    `fully_quantize`, `denylisted_nodes`, ...)."""
+    check_tensorflow()
+    from tensorflow.lite.python import convert as lite_convert
 
-    # With a trackable object the converter keeps the function's signature
-    # (`serving_default`, input and output names) in the flatbuffer.
-    holder = tf.Module()
-    holder.serving_default = graph.frozen(batch_size)
-    return tf.lite.TFLiteConverter.from_concrete_functions(
-        [holder.serving_default.get_concrete_function()], holder
-    )
-
-
-def calibrate(graph, representative, batch_size=None):
-    """The converter's calibration pass alone: the float flatbuffer of
-    `graph` with every activation's min/max over `representative` (float32
-    images `(N, H, W, C)` in [0, 1], fed `batch_size` at a time), before
-    any quantization."""
-    import tensorflow as tf
-
-    size = batch_size or 1
-    images = np.asarray(representative, "float32")
-    batches = [[images[i:i + size]]
-               for i in range(0, len(images) - size + 1, size)]
-    converter = _serving_converter(graph, batch_size)
-    _configure(converter, "int8", batches)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter._experimental_calibrate_only = True
-    return converter.convert()
+    return lite_convert.mlir_quantize(calibrated, **options)
 
 
-def convert_serving(graph, quantization="none", representative=None,
-                    io_type="float32", batch_size=None, float_layers="auto",
-                    ranges="mse"):
-    """Convert an `export.serving_graph.ServingGraph` to a TFLite
-    flatbuffer with builtin ops only.
-
-    Args:
-        graph: the `ServingGraph` (its frozen function is reused).
-        quantization: one of `QUANTIZATIONS`.
-        representative: for `"int8"`, float32 images `(N, H, W, C)` in
-            [0, 1] from real data (a few hundred); fed one at a time.
-        io_type: `"float32"`, or `"uint8"` / `"int8"` (with
-            `quantization="int8"` only) for integer input and outputs.
-        batch_size: static batch size; `None` keeps the batch axis dynamic.
-        float_layers: for `"int8"`: class names of layers whose ops stay
-            float32, nested layers included: `"auto"` is
-            `float_layers_of(graph.model)`, the layers declaring
-            `int8_keeps_float`; `()` gives a full-integer file unless
-            some tensors must stay float (below).
-        ranges: for `"int8"`: one of `RANGE_METHODS`.
+def convert_int8(graph, representative, io_type="float32", batch_size=None,
+                 float_layers=(), ranges="mse"):
+    """The int8 flatbuffer of `graph` (the steps in this module's
+    docstring); the arguments as `export.tflite_convert.convert_serving`'s,
+    `float_layers` a tuple of class names.
 
     Returns:
-        `(flatbuffer bytes, kept)`: `kept["float_layers"]`, the layers whose
-        ops stayed float32 (except the nested layers
-        `kept["int8_sublayers"]` names, declared by `int8_sublayers`), and
-        `kept["float_tensors"]`, outputs of ops
-        left float because their calibrated range is empty
-        (`degenerate_tensors`) or their constant operand int8 cannot hold
-        (`imprecise_constant_ops`); both empty for a full-integer file;
-        and `kept["narrowed"]`, the number of ranges `clip_ranges`
-        narrowed.
-    """
-    import tensorflow as tf
+        `(flatbuffer bytes, kept)`, `kept` as `convert_serving` describes.
 
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"convert_serving: invalid `quantization`; expected one of "
-            f"{list(QUANTIZATIONS)}. Received: quantization={quantization!r}"
-        )
-    if io_type not in IO_TYPES:
-        raise ValueError(
-            f"convert_serving: invalid `io_type`; expected one of "
-            f"{list(IO_TYPES)}. Received: io_type={io_type!r}"
-        )
-    if io_type != "float32" and quantization != "int8":
-        raise ValueError(
-            f"convert_serving: `io_type={io_type!r}` needs "
-            f"`quantization='int8'` (integer tensors need full-integer "
-            f"quantization). Received: quantization={quantization!r}"
-        )
-    if ranges not in RANGE_METHODS:
-        raise ValueError(
-            f"convert_serving: invalid `ranges`; expected one of "
-            f"{list(RANGE_METHODS)}. Received: ranges={ranges!r}"
-        )
-    if float_layers == "auto":
-        float_layers = float_layers_of(graph.model)
-    if isinstance(float_layers, str) or not all(
-            isinstance(c, str) for c in float_layers):
-        raise ValueError(
-            "convert_serving: invalid `float_layers`; expected 'auto' or a "
-            "list of layer class names such as ['SpatialTransformer']. "
-            f"Received: float_layers={float_layers!r}"
-        )
-    if quantization == "int8" and (representative is None
-                                   or len(representative) == 0):
-        raise ValueError(
-            "convert_serving: `quantization='int8'` needs "
-            "`representative`, real images (N, H, W, C) in [0, 1] "
-            "for calibration."
-        )
-    if quantization != "int8":
-        converter = _serving_converter(graph, batch_size)
-        _configure(converter, quantization, None)
-        return converter.convert(), {"float_layers": [], "float_tensors": [],
-                                     "int8_sublayers": [], "narrowed": 0}
+    Raises:
+        UntestedTensorFlowError: see `check_tensorflow`.
+        ValueError: `io_type="uint8"` with ops left float32.
+    """
+    check_tensorflow()
+    import tensorflow as tf
 
     # Calibrate the float graph once, decide what stays float32, narrow the
     # heavy-tailed ranges, then mend the ones the quantizer would clip.
-    from tensorflow.lite.python import convert as lite_convert
-
     raw = calibrate(graph, representative, batch_size)
     parsed = _model_object(raw)  # one parse for the three passes below
     islands = graph.layers_of(tuple(float_layers))
@@ -606,8 +512,8 @@ def convert_serving(graph, quantization="none", representative=None,
         # Full integer, with the arguments the converter's own int8 path
         # passes (it also makes the uint8 / int8 I/O).
         io = getattr(tf, io_type)
-        return lite_convert.mlir_quantize(
-            calibrated, input_data_type=io, output_data_type=io), kept
+        return quantize(calibrated, input_data_type=io,
+                        output_data_type=io), kept
     if io_type == "uint8":
         # TensorFlow's uint8 rewrite of a mixed model makes a file
         # XNNPACK refuses to prepare (a RESHAPE fails to delegate).
@@ -621,7 +527,7 @@ def convert_serving(graph, quantization="none", representative=None,
     # selective quantization, as `tf.lite.experimental.
     # QuantizationDebugger` does it).
     integer_io = io_type != "float32"
-    flatbuffer = lite_convert.mlir_quantize(
+    flatbuffer = quantize(
         calibrated,
         fully_quantize=integer_io,
         input_data_type=tf.int8 if integer_io else tf.float32,
@@ -684,93 +590,3 @@ def bypass_round_trips(flatbuffer):
         subgraph.operators = [op for k, op in enumerate(ops)
                               if k not in dropped]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), removed
-
-
-class TFLiteModel:
-    """A flatbuffer from `convert_serving`, run with LiteRT.
-
-    Args:
-        flatbuffer: the file's bytes, or its path.
-        num_threads: interpreter threads.
-
-    `predict(images)` takes float32 images `(N, H, W, C)` in [0, 1],
-    quantizes them when the input is an integer tensor, runs them in
-    batches (one image at a time for a static batch of 1) and returns
-    `{output name: array}` with integer outputs dequantized to float32
-    (`classes` stays int64).
-    """
-
-    def __init__(self, flatbuffer, num_threads=1):
-        if isinstance(flatbuffer, (str, os.PathLike)):
-            with open(flatbuffer, "rb") as f:
-                flatbuffer = f.read()
-        self.interpreter = _interpreter(flatbuffer, num_threads)
-        self.runner = self.interpreter.get_signature_runner(
-            "serving_default"
-        )
-        (self.input,) = self.runner.get_input_details().values()
-        self.outputs = self.runner.get_output_details()
-        signature = self.input["shape_signature"]
-        self.static_batch = None if signature[0] == -1 else int(signature[0])
-
-    @property
-    def input_dtype(self):
-        return np.dtype(self.input["dtype"]).name
-
-    def _quantize(self, images):
-        dtype = np.dtype(self.input["dtype"])
-        if dtype == np.float32:
-            return images
-        scale, zero_point = self.input["quantization"]
-        info = np.iinfo(dtype)
-        q = np.round(images / scale + zero_point)
-        return np.clip(q, info.min, info.max).astype(dtype)
-
-    def _dequantize(self, name, values):
-        details = self.outputs[name]
-        dtype = np.dtype(details["dtype"])
-        if dtype not in (np.dtype("uint8"), np.dtype("int8")):
-            return values
-        scale, zero_point = details["quantization"]
-        return ((values.astype("float32") - zero_point) * scale).astype(
-            "float32"
-        )
-
-    def predict(self, images, batch_size=100):
-        images = np.asarray(images, "float32")
-        size = self.static_batch or batch_size
-        parts = []
-        for start in range(0, len(images), size):
-            chunk = self._quantize(images[start:start + size])
-            pad = 0
-            if self.static_batch and len(chunk) < size:
-                pad = size - len(chunk)
-                chunk = np.concatenate([chunk, chunk[-1:].repeat(pad, 0)])
-            out = self.runner(images=chunk)
-            parts.append({k: v[:len(v) - pad] for k, v in out.items()})
-        return {
-            k: self._dequantize(k, np.concatenate([p[k] for p in parts]))
-            for k in parts[0]
-        }
-
-    def details(self):
-        """Input and output tensors: dtype, shape signature and
-        `(scale, zero_point)` quantization (for the manifest)."""
-
-        def describe(d):
-            scale, zero_point = d["quantization"]
-            entry = {
-                "dtype": np.dtype(d["dtype"]).name,
-                "shape": [None if s == -1 else int(s)
-                          for s in d["shape_signature"]],
-            }
-            if scale:
-                entry["quantization"] = {"scale": float(scale),
-                                         "zero_point": int(zero_point)}
-            return entry
-
-        return {
-            "inputs": {"images": describe(self.input)},
-            "outputs": {k: describe(v) for k, v in sorted(
-                self.outputs.items())},
-        }
