@@ -7,6 +7,7 @@ from keras_attn.layers.attention_stem import AttentionStem
 from keras_attn.layers.cbam import CBAM
 from keras_attn.layers.cbam import ChannelAttention
 from keras_attn.layers.cbam import SpatialAttention
+from keras_attn.layers.identity_gate import IdentityGate
 from keras_attn.layers.local_self_attention import LocalSelfAttention2D
 from keras_attn.layers.ltpa_attention import LTPAAttention
 from keras_attn.layers.pre_act_bottleneck import PreActBottleneck

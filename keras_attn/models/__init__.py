@@ -8,5 +8,6 @@ from keras_attn.models.residual_attention_network import (
     residual_attention_network,
 )
 from keras_attn.models.resnet import resnet
+from keras_attn.models.retrofit import add_attention
 from keras_attn.models.sasa_resnet import sasa_resnet
 from keras_attn.models.stn_classifier import stn_classifier
