@@ -3,8 +3,8 @@
 Each model (`--models`, default a few of the tiny 28x28x1, 10-class
 builders of `benchmarks/tiny_models.py`, shared with the export tests,
 with *untrained* weights: sizes and latencies do not depend on them) is
-exported with
-`export.export_model(..., to="all", quantize="none,dynamic,int8")`, int8
+exported with `export.export_model(..., to="all",
+tflite=TFLiteOptions(quantize="none,dynamic,int8"))`, int8
 calibrated on 100 Fashion-MNIST train images, no parity check. Then:
 
 - sizes: the SavedModel directory (MB) and the float32 / dynamic-range /
@@ -62,6 +62,8 @@ import tensorflow as tf  # noqa: E402
 from benchmarks import tiny_models  # noqa: E402
 from benchmarks.tiny_models import BUILDERS  # noqa: E402
 from benchmarks.tiny_models import SHAPE  # noqa: E402
+from export import ParityOptions  # noqa: E402
+from export import TFLiteOptions  # noqa: E402
 from export import export_model  # noqa: E402
 from export.calibration import load_images  # noqa: E402
 from export.tflite_runner import TFLiteModel  # noqa: E402
@@ -133,10 +135,11 @@ def export_worker(name, root, quantize):
     """Child process: export `name` under `root`; print the manifest."""
     model, _ = build(name)
     manifest = export_model(
-        model, os.path.join(root, name), name=name, to="all",
-        quantize=quantize, calibration="fashion_mnist",
-        calibration_images=100, parity_images=0, version=1,
-        overwrite=True)
+        model, os.path.join(root, name), name=name, to="all", version=1,
+        overwrite=True,
+        tflite=TFLiteOptions(quantize=quantize, calibration="fashion_mnist",
+                             calibration_images=100),
+        parity=ParityOptions(images=0))
     print(_TAG + json.dumps(manifest), flush=True)
 
 
@@ -299,7 +302,8 @@ def measure_serve_limits(name, threads, out):
     with tempfile.TemporaryDirectory(prefix="bench_serve_limits_") as root:
         model, _ = build(name)
         export_model(model, os.path.join(root, name), name=name,
-                     to="saved_model", parity_images=0, version=1)
+                     to="saved_model", version=1,
+                     parity=ParityOptions(images=0))
         for scenario, (body, what) in requests.items():
             for concurrent in (1, threads):
                 if scenario.startswith("refused") and concurrent > 1:

@@ -6,9 +6,9 @@ Each model (`--models`, default every builder of
 it (`tiny_models.trained`: `--epochs` 2 over the first `--train-images`
 2,048 Fashion-MNIST train images, BatchNorm statistics re-estimated), then
 exported with `export.export_model(..., to="tflite",
-quantize="dynamic,float16,int8")`, int8 calibrated on 200 train images
-(activation ranges `mse`, and again `minmax`), parity measured on 1,000
-test images. Per model:
+tflite=TFLiteOptions(quantize="dynamic,float16,int8"))`, int8
+calibrated on 200 train images (activation ranges `mse`, and again
+`minmax`), parity measured on 1,000 test images. Per model:
 
 - `accuracy`: the float model's test accuracy on those images;
 - per file: top-1 agreement with the float model, largest and mean
@@ -50,6 +50,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import tiny_models  # noqa: E402
+from export import ParityOptions  # noqa: E402
+from export import TFLiteOptions  # noqa: E402
 from export import export_model  # noqa: E402
 from export import parity  # noqa: E402
 from export.calibration import load_images  # noqa: E402
@@ -124,9 +126,12 @@ def measure(name, epochs, train_images, images, labels, **overrides):
         for ranges, quantize in (("mse", "dynamic,float16,int8"),
                                  ("minmax", "int8")):
             manifest = export_model(
-                model, out, name=ranges, to="tflite", quantize=quantize,
-                calibration="fashion_mnist", calibration_images=200,
-                parity_images=images, int8_ranges=ranges)
+                model, out, name=ranges, to="tflite",
+                tflite=TFLiteOptions(quantize=quantize,
+                                     calibration="fashion_mnist",
+                                     calibration_images=200,
+                                     int8_ranges=ranges),
+                parity=ParityOptions(images=images))
             for tag, entry in manifest["tflite"].items():
                 key = f"int8_{ranges}" if tag == "int8" else tag
                 row["files"][key] = {

@@ -1,9 +1,10 @@
 """Parity of an exported file with the Keras model, and the bar it must meet.
 
 Each export is measured on held-out images (`export_model`'s
-`parity_images`): `<output>_max_abs_diff` and `<output>_mean_abs_diff` per
-float output, and `top1_agreement` of `classes`. The bar each kind of file
-is held to (`BARS`, keyed by file: `saved_model` or a TFLite tag):
+`parity=ParityOptions(images=...)`): `<output>_max_abs_diff` and
+`<output>_mean_abs_diff` per float output, and `top1_agreement` of
+`classes`. The bar each kind of file is held to (`BARS`, keyed by file:
+`saved_model` or a TFLite tag):
 
 - `saved_model` and TFLite `float32`: every output within 1e-4 of Keras,
   on every image (the same computation in another runtime).

@@ -457,11 +457,14 @@ def export(model, images, out, name, dataset):
     TFLite file (`out/export/NAME/tflite/model_float32.tflite`), with their
     gap to the Keras model measured on the picture images. `python -m
     export` makes the quantized files from `model.keras`."""
+    from export import ParityOptions
+    from export import SignatureOptions
     from export import export_model
 
     manifest = export_model(model, os.path.join(out, "export"), name=name,
-                            to="all", quantize="none", parity_images=images,
-                            dataset=dataset)
+                            to="all",
+                            signature=SignatureOptions(dataset=dataset),
+                            parity=ParityOptions(images=images))
     tflite = manifest["tflite"]["float32"]
     return {
         "saved_model": manifest["written"]["saved_model"],

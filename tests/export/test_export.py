@@ -16,6 +16,8 @@ from benchmarks.tiny_models import BUILDERS
 from benchmarks.tiny_models import SHAPE
 from benchmarks.tiny_models import build
 from benchmarks.tiny_models import trained
+from export import ParityOptions
+from export import TFLiteOptions
 from export import export_model
 from export.calibration import load_images
 from export.tflite_runner import op_names
@@ -101,7 +103,7 @@ def test_every_builder_exports_like_keras(name, tmp_path):
     # on 1,000 real test images; weights need no training for that.
     model = build(name)
     manifest = export_model(model, tmp_path, name=name, to="all",
-                            quantize="none", parity_images=1000)
+                            parity=ParityOptions(images=1000))
     assert manifest["parity"] == {"images": 1000,
                                   "source": "fashion_mnist test[0:1000]"}
     _check_float_parity(manifest, json.dumps(manifest["tflite"]))
@@ -146,8 +148,10 @@ def test_quantized_exports_agree_with_the_float_model(name, tmp_path):
     model = trained(name, *TRAINING.get(name, (2, 2048)))
     manifest = export_model(
         model, tmp_path, name=name, to="tflite",
-        quantize="none,dynamic,int8", calibration="fashion_mnist",
-        calibration_images=200, parity_images=1000,
+        tflite=TFLiteOptions(quantize="none,dynamic,int8",
+                             calibration="fashion_mnist",
+                             calibration_images=200),
+        parity=ParityOptions(images=1000),
     )
     # The float model decides: agreement with a coin-flipper means nothing.
     images, _ = load_images("fashion_mnist", "test", 1000, SHAPE)

