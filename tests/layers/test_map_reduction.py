@@ -33,8 +33,10 @@ def _returns_attention(cls):
 @pytest.mark.parametrize("cls", _layer_classes(), ids=lambda c: c.__name__)
 def test_every_layer_that_returns_maps_declares_their_kinds(cls):
     kinds = getattr(cls, "attention_kinds", None)
-    if cls.__name__ == "IdentityGate":
-        pytest.skip("a wrapper: its instances give their inner layer's kinds")
+    if cls.__name__ == "IdentityGate":  # a wrapper: its inner layer's kinds
+        cbam = keras_attn.layers.CBAM(reduction=2)
+        assert cls(cbam).attention_kinds == cbam.attention_kinds
+        return
     if cls.__name__ == "LTPAAttention" or _returns_attention(cls):
         assert kinds, f"{cls.__name__} returns maps but declares no kinds"
         assert set(kinds) <= set(map_reduction.KINDS), kinds
