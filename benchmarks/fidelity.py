@@ -128,6 +128,12 @@ PIECES = {
 # Models
 
 
+def _switch(arm):
+    """A builder's `attention`: `True` for the attention arm, `None` (the
+    no-attention baseline) otherwise."""
+    return True if arm == "attention" else None
+
+
 def _resnet(attention):
     def build(arm, input_shape, num_classes):
         from keras_attn.models import resnet
@@ -142,7 +148,7 @@ def _attention56(arm, input_shape, num_classes):
     from keras_attn.models import residual_attention_network
 
     return residual_attention_network(input_shape, num_classes, 56,
-                                      attention=arm == "attention",
+                                      attention=_switch(arm),
                                       width=0.25)
 
 
@@ -150,7 +156,7 @@ def _ltpa(arm, input_shape, num_classes):
     from keras_attn.models import ltpa_vgg
 
     return ltpa_vgg(input_shape, num_classes, "pc", "concat",
-                    attention=arm == "attention", width=0.125,
+                    attention=_switch(arm), width=0.125,
                     global_dim=128)
 
 
@@ -158,14 +164,14 @@ def _stn(arm, input_shape, num_classes):
     from keras_attn.models import stn_classifier
 
     return stn_classifier(input_shape, num_classes,
-                          transformer=arm == "attention")
+                          attention=_switch(arm))
 
 
 def _aa_wrn(arm, input_shape, num_classes):
     from keras_attn.models import aa_wide_resnet
 
     return aa_wide_resnet(input_shape, num_classes, 10, 2,
-                          attention=arm == "attention",
+                          attention=_switch(arm),
                           min_key_dims_per_head=4)
 
 
@@ -173,7 +179,7 @@ def _sasa(arm, input_shape, num_classes):
     from keras_attn.models import sasa_resnet
 
     return sasa_resnet(input_shape, num_classes, 26,
-                       attention=arm == "attention", width=0.25)
+                       attention=_switch(arm), width=0.25)
 
 
 def _ram(arm, input_shape, num_classes, seed=0):

@@ -34,7 +34,8 @@ def builder(args):
     def build(input_shape, num_classes):
         return aa_wide_resnet(
             input_shape, num_classes, depth=args.depth, width=args.width,
-            attention=args.attention, num_heads=args.heads,
+            attention=True if args.attention else None,
+            num_heads=args.heads,
             min_key_dims_per_head=args.min_key_dims_per_head,
         )
 

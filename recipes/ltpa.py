@@ -34,7 +34,8 @@ def builder(args):
     def build(input_shape, num_classes):
         return ltpa_vgg(input_shape, num_classes,
                         compatibility=args.compatibility, head=args.head,
-                        attention=args.attention, width=args.width,
+                        attention=True if args.attention else None,
+                        width=args.width,
                         global_dim=max(64, int(512 * args.width)))
 
     return build

@@ -34,7 +34,8 @@ def builder(args):
     def build(input_shape, num_classes):
         return residual_attention_network(
             input_shape, num_classes, depth=args.depth,
-            mask_activation=args.mask, attention=args.attention,
+            mask_activation=args.mask,
+            attention=True if args.attention else None,
             width=args.width,
         )
 

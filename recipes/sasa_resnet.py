@@ -36,7 +36,8 @@ def builder(args):
     def build(input_shape, num_classes):
         return sasa_resnet(
             input_shape, num_classes, depth=args.depth, stem=args.stem,
-            attention=args.attention, kernel_size=args.kernel_size,
+            attention=True if args.attention else None,
+            kernel_size=args.kernel_size,
             num_heads=args.heads, width=args.width,
         )
 

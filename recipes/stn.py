@@ -48,7 +48,7 @@ def builder(args):
 
     def build(input_shape, num_classes):
         return stn_classifier(input_shape, num_classes,
-                              transformer=args.attention)
+                              attention=True if args.attention else None)
 
     return build
 

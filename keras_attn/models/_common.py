@@ -1,7 +1,9 @@
-"""Pieces the model builders share: input-shape checks, conv-BN-ReLU and
-the classifier head."""
+"""Pieces the model builders share: the attention switch, input-shape
+checks, conv-BN-ReLU and the classifier head."""
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 
@@ -9,6 +11,48 @@ from keras_attn.utils import validation
 
 # torchvision's BN settings (momentum 0.1 there is 0.9 in Keras terms)
 BN = {"epsilon": 1e-5, "momentum": 0.9}
+
+
+def warn_false_baseline(builder, argument="attention", stacklevel=3):
+    """The `DeprecationWarning` for the old baseline spelling
+    `{argument}=False`: every builder now takes `attention=None` for its
+    no-attention baseline. `stacklevel=3` points at the builder's caller
+    when this is called from the builder's body."""
+    warnings.warn(
+        f"{builder}: `{argument}=False` is deprecated; pass "
+        "`attention=None` for the no-attention baseline of the same "
+        "backbone.",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def attention_switch(builder, attention):
+    """Whether a builder with one kind of attention builds it.
+
+    `True` (the builders' default) is the attention model, `None` its
+    no-attention baseline of the same backbone. `False` still means the
+    baseline, with a `DeprecationWarning` (pass `None`); anything else is
+    the package's `ValueError` naming `builder`. Call it from the builder's
+    body, so that the warning points at the builder's caller.
+
+    Returns:
+        `True` to build the attention, `False` for the baseline.
+    """
+    if attention is True:
+        return True
+    if attention is None:
+        return False
+    if attention is False:
+        warn_false_baseline(builder, stacklevel=4)
+        return False
+    validation.fail(
+        builder,
+        "attention",
+        attention,
+        "True (the attention model, the default) or None (its "
+        "no-attention baseline)",
+    )
 
 
 def _is_size(value):

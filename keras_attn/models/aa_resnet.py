@@ -38,7 +38,7 @@ Deviations, stated plainly:
   BN follows it, so they only add `Fout` parameters per block.
 - `aa_resnet` reuses `keras_attn.models.resnet`'s backbone (post-activation
   blocks, stride on the 3x3 conv, BN after every conv), so the baseline
-  `aa_resnet(..., attention=False)` is exactly `resnet(..., depth)`.
+  `aa_resnet(..., attention=None)` is exactly `resnet(..., depth)`.
 - In a strided block the attention runs on the stride-2 grid by striding
   its `q, k, v` 1x1 conv (see `AttentionAugmentedConv2D`).
 - No dropout by default (WRN's dropout 0.3 is available through
@@ -51,6 +51,7 @@ import keras
 
 from keras_attn.layers.attention_augmented_conv import AttentionAugmentedConv2D
 from keras_attn.models import resnet as _resnet
+from keras_attn.models._common import attention_switch
 from keras_attn.models._common import check_input_shape
 from keras_attn.models._common import pooled_classifier
 from keras_attn.utils import validation
@@ -82,9 +83,9 @@ def _check_attention_arguments(builder, attention, key_ratio, value_ratio,
                                num_heads, min_key_dims_per_head, relative,
                                widths, fix):
     """Validate the attention arguments shared by the AA builders; with
-    `attention`, also that every augmented conv of `widths` filters keeps
-    conv channels (`dv < filters`). `fix` ends that error's message."""
-    validation.check_bool(builder, "attention", attention)
+    `attention` (a bool, from `attention_switch`), also that every
+    augmented conv of `widths` filters keeps conv channels
+    (`dv < filters`). `fix` ends that error's message."""
     _ratio("key_ratio", key_ratio, builder=builder)
     _ratio("value_ratio", value_ratio, upper=1, builder=builder)
     validation.check_positive_int(builder, "num_heads", num_heads)
@@ -148,7 +149,7 @@ def aa_wide_resnet(
     average pooling) is replaced by `AttentionAugmentedConv2D` with
     `num_heads` heads, `dk = key_ratio * Fout` (at least
     `min_key_dims_per_head` per head) and `dv = value_ratio * Fout`
-    (see `attention_depths`). `attention=False` builds the plain WRN
+    (see `attention_depths`). `attention=None` builds the plain WRN
     baseline of the same backbone. A `Dense` named `"logits"` and a float32
     softmax named `"probabilities"` close the model.
 
@@ -164,7 +165,9 @@ def aa_wide_resnet(
         depth: integer `6n + 4` with `n >= 1` (10, 16, 22, 28, ...).
             Defaults to `28`.
         width: integer >= 1, widening factor `k`. Defaults to `10`.
-        attention: `True` for AA-WRN, `False` for the baseline WRN.
+        attention: `True` (the default) for AA-WRN, `None` for the
+            baseline WRN. `False` still means the baseline but is
+            deprecated (a `DeprecationWarning`).
         key_ratio: `kappa = dk / Fout`, number > 0. Defaults to `0.2`.
         value_ratio: `upsilon = dv / Fout`, number in (0, 1). Defaults to
             `0.1`.
@@ -209,6 +212,7 @@ def aa_wide_resnet(
         validation.fail(_NAME, "dropout_rate", dropout_rate,
                         "a number in [0, 1)")
     widths = (16 * width, 32 * width, 64 * width)
+    attention = attention_switch(_NAME, attention)
     _check_attention_arguments(
         _NAME, attention, key_ratio, value_ratio, num_heads,
         min_key_dims_per_head, relative, widths,
@@ -277,7 +281,7 @@ def aa_resnet(
     heads, `dk = key_ratio * Fout` (at least `min_key_dims_per_head` per
     head) and `dv = value_ratio * Fout` (see `attention_depths`). The
     stride of a stage's first block applies to both the conv and the
-    attention. `attention=False` builds the plain ResNet baseline.
+    attention. `attention=None` builds the plain ResNet baseline.
 
     Attention layers are named `stage{i}_block{j}_{n}_aa` (`n = 2` for
     bottleneck blocks, `1` for basic blocks) and called with
@@ -292,7 +296,9 @@ def aa_resnet(
         num_classes: integer >= 1.
         depth: one of `keras_attn.models.resnet.supported_depths()`.
             Defaults to `50`.
-        attention: `True` for AA-ResNet, `False` for the baseline.
+        attention: `True` (the default) for AA-ResNet, `None` for the
+            baseline. `False` still means the baseline but is deprecated (a
+            `DeprecationWarning`).
         augmented_stages: 1-based stage numbers to augment. Defaults to
             every stage but the first: `(2, 3, 4)` for ImageNet depths,
             `(2, 3)` for CIFAR depths.
@@ -342,6 +348,7 @@ def aa_resnet(
             name_, "augmented_stages", augmented_stages,
             f"a non-empty tuple of distinct stage numbers from {stages}",
         )
+    attention = attention_switch(name_, attention)
     _check_attention_arguments(
         name_, attention, key_ratio, value_ratio, num_heads,
         min_key_dims_per_head, relative,

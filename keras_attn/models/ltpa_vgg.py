@@ -38,6 +38,7 @@ from __future__ import annotations
 import keras
 
 from keras_attn.layers.ltpa_attention import LTPAAttention
+from keras_attn.models._common import attention_switch
 from keras_attn.utils.validation import fail
 
 _NAME = "ltpa_vgg"
@@ -56,8 +57,7 @@ def _scaled(channels, width):
 
 
 def _check_arguments(input_shape, num_classes, compatibility, head,
-                     attention_layers, normalization, attention, global_dim,
-                     width):
+                     attention_layers, normalization, global_dim, width):
     if (
         not isinstance(input_shape, (list, tuple))
         or len(input_shape) != 3
@@ -85,8 +85,6 @@ def _check_arguments(input_shape, num_classes, compatibility, head,
     if normalization not in _NORMALIZATIONS:
         fail(_NAME, "normalization", normalization,
              f"one of {list(_NORMALIZATIONS)}")
-    if not isinstance(attention, bool):
-        fail(_NAME, "attention", attention, "True or False")
     allowed_layers = (
         "a sorted sequence of unique conv-layer indices, each an integer in "
         "1..13 (e.g. (7, 10, 13))"
@@ -136,8 +134,11 @@ def ltpa_vgg(input_shape, num_classes, compatibility="pc", head="concat",
         attention_layers: sorted unique 1-based conv-layer indices in 1..13
             carrying attention (paper: `(7, 10, 13)`, "att3").
         normalization: `"softmax"` over space or `"sigmoid"` gates.
-        attention: `False` builds the baseline: the same VGG and `g`, with the
-            classifier on `g`. `attention_layers=()` does the same.
+        attention: `True` (the default) builds the attention heads; `None`
+            the no-attention baseline: the same VGG and `g`, with the
+            classifier on `g`. `attention_layers=()` does the same. `False`
+            still means the baseline but is deprecated (a
+            `DeprecationWarning`).
         global_dim: width of `g` (and of every attended vector).
         width: multiplier of every conv width (rounded, at least 1).
         name: model name; defaults to `"ltpa_vgg"` or `"vgg_baseline"`.
@@ -156,9 +157,10 @@ def ltpa_vgg(input_shape, num_classes, compatibility="pc", head="concat",
     >>> model.get_layer("attention_7").output[1].shape
     (None, 32, 32)
     """
+    attention = attention_switch(_NAME, attention)
     layers = _check_arguments(
         input_shape, num_classes, compatibility, head, attention_layers,
-        normalization, attention, global_dim, width,
+        normalization, global_dim, width,
     )
     use_attention = attention and bool(layers)
     inputs = keras.Input(tuple(input_shape), name="images")

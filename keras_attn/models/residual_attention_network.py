@@ -49,6 +49,7 @@ import keras
 from keras_attn.layers.pre_act_bottleneck import PreActBottleneck
 from keras_attn.layers.residual_attention import MASK_ACTIVATIONS
 from keras_attn.layers.residual_attention import ResidualAttentionModule
+from keras_attn.models._common import attention_switch
 from keras_attn.models._common import pooled_classifier
 from keras_attn.utils.validation import fail
 
@@ -73,7 +74,7 @@ def _scaled(channels, width):
 
 
 def _check_arguments(input_shape, num_classes, depth, mask_activation,
-                     attention, width):
+                     width):
     if (
         not isinstance(input_shape, (list, tuple))
         or len(input_shape) != 3
@@ -100,8 +101,6 @@ def _check_arguments(input_shape, num_classes, depth, mask_activation,
     if mask_activation not in MASK_ACTIVATIONS:
         fail(_NAME, "mask_activation", mask_activation,
              f"one of {list(MASK_ACTIVATIONS)}")
-    if not isinstance(attention, bool):
-        fail(_NAME, "attention", attention, "True or False")
     if (
         isinstance(width, bool)
         or not isinstance(width, (int, float))
@@ -145,9 +144,11 @@ def residual_attention_network(input_shape, num_classes, depth=56,
         num_classes: number of classes, an integer >= 1.
         depth: `56` or `92`.
         mask_activation: `"mixed"`, `"channel"` or `"spatial"` (paper §3.3).
-        attention: `False` builds the no-attention baseline of the same
-            backbone: every attention module is replaced by its trunk only
-            (`p + t + p` = 4 residual units), so depth and trunk match.
+        attention: `True` (the default) builds the attention network;
+            `None` its no-attention baseline of the same backbone: every
+            attention module is replaced by its trunk only (`p + t + p` = 4
+            residual units), so depth and trunk match. `False` still means
+            the baseline but is deprecated (a `DeprecationWarning`).
         width: multiplier of every channel count (not in the paper; default
             1.0). Counts are rounded to a multiple of 4, at least 4, because
             the bottleneck uses `filters // 4` channels. E.g. `width=1/16`
@@ -170,8 +171,8 @@ def residual_attention_network(input_shape, num_classes, depth=56,
     >>> model.get_layer("stage1_attention1").output[1].shape
     (None, 32, 32, 128)
     """
-    _check_arguments(input_shape, num_classes, depth, mask_activation,
-                     attention, width)
+    attention = attention_switch(_NAME, attention)
+    _check_arguments(input_shape, num_classes, depth, mask_activation, width)
     variant = _variant(input_shape)
     stem_width, stage_widths, final_width = _WIDTHS[variant]
     if name is None:

@@ -34,6 +34,7 @@ from keras_attn.layers.attention_factory import registered_name
 from keras_attn.models._common import check_input_shape
 from keras_attn.models._common import conv_bn
 from keras_attn.models._common import pooled_classifier
+from keras_attn.models._common import warn_false_baseline
 from keras_attn.utils import validation
 
 # depth -> blocks per stage (3 stages of basic blocks, widths 16/32/64)
@@ -79,7 +80,7 @@ def _attention_tag(attention):
 
 
 def _attend(x, attention, attention_kwargs, name):
-    if attention is None or attention is False:
+    if attention is None:
         return x
     layer = get_attention(attention, **{**attention_kwargs, "name": name})
     params = inspect.signature(layer.call).parameters
@@ -194,10 +195,12 @@ def resnet(
         num_classes: integer >= 1, number of classes.
         depth: one of `supported_depths()`: 18, 20, 32, 34, 44, 50, 56, 101,
             110, 152.
-        attention: anything `keras_attn.layers.get_attention` accepts:
-            `None` (baseline), `"se"`, `"cbam"`, `"channel"`, `"spatial"`,
-            `True` (SE), a layer class or a layer instance (used as a
-            template: each block gets a fresh copy).
+        attention: `None` (the default) builds the no-attention baseline;
+            otherwise anything `keras_attn.layers.get_attention` accepts:
+            `"se"`, `"cbam"`, `"channel"`, `"spatial"`, `True` (SE), a layer
+            class or a layer instance (used as a template: each block gets
+            a fresh copy). `False` still means the baseline but is
+            deprecated (a `DeprecationWarning`): pass `None`.
         attention_kwargs: optional dict of constructor arguments for each
             attention layer, e.g. `{"reduction": 16}`.
         name: model name. Defaults to `"resnet{depth}"` plus `"_{tag}"`.
@@ -221,6 +224,9 @@ def resnet(
     if isinstance(depth, bool) or depth not in supported_depths():
         validation.fail("resnet", "depth", depth,
                         f"one of {supported_depths()}")
+    if attention is False:
+        warn_false_baseline("resnet")
+        attention = None
     if attention_kwargs is None:
         attention_kwargs = {}
     if not isinstance(attention_kwargs, dict):
@@ -234,8 +240,6 @@ def resnet(
         raise ValueError(
             f"resnet: invalid `attention` or `attention_kwargs`; {error}"
         ) from error
-    if attention is False:
-        attention = None
     if name is None:
         name = f"resnet{depth}"
         if attention is not None:

@@ -17,7 +17,7 @@ Choices the paper leaves open, and deviations, stated plainly:
   followed by a stride-1 1x1 conv, so that it floors odd sizes exactly as
   the attention branch's 2x2 pooling does (a stride-2 1x1 conv with "same"
   padding would round 7 -> 4 while the branch gives 3). The conv baseline
-  (`attention=False`) keeps the usual stride-2 1x1 projection and stride-2
+  (`attention=None`) keeps the usual stride-2 1x1 projection and stride-2
   3x3 conv ("ResNet v1.5", as `keras_attn.models.resnet`).
 - `stem="conv"`: as `keras_attn.models.resnet`, the stem depends on the input
   size: `min(height, width) < 64` gets a 3x3 stride-1 conv and no pooling;
@@ -48,6 +48,7 @@ import keras
 
 from keras_attn.layers.attention_stem import AttentionStem
 from keras_attn.layers.local_self_attention import LocalSelfAttention2D
+from keras_attn.models._common import attention_switch
 from keras_attn.models._common import check_input_shape
 from keras_attn.models._common import conv_bn
 from keras_attn.models._common import pooled_classifier
@@ -157,7 +158,7 @@ def sasa_resnet(
     `LocalSelfAttention2D(filters, kernel_size, num_heads, strides)`,
     `y_ij = sum_{ab in N_k(ij)} softmax_ab(q_ij . (k_ab + r_{a-i, b-j})) v_ab`
     per head, followed by BN and ReLU; a strided block pools the attention
-    output with a 2x2 average pooling. `attention=False` is the plain conv
+    output with a 2x2 average pooling. `attention=None` is the plain conv
     ResNet of the same depth and widths. Channels-last inputs only.
 
     - `depth=26`: blocks per stage `[1, 2, 4, 1]`; `depth=50`:
@@ -180,8 +181,10 @@ def sasa_resnet(
         num_classes: integer >= 1, number of classes.
         depth: `26` or `50`. Defaults to `26`.
         stem: `"conv"` or `"attention"`. Defaults to `"conv"`.
-        attention: bool; `False` builds the conv baseline. Defaults to
-            `True`.
+        attention: `True` (the default) builds the attention blocks; `None`
+            the conv baseline (the stem follows `stem` either way). `False`
+            still means the baseline but is deprecated (a
+            `DeprecationWarning`).
         kernel_size: odd integer >= 1, the attention window side. Defaults to
             `7` (the paper's).
         num_heads: integer >= 1, attention heads. Defaults to `8`.
@@ -212,7 +215,7 @@ def sasa_resnet(
     if not isinstance(stem, str):
         validation.fail(_NAME, "stem", stem, "one of ['conv', 'attention']")
     validation.check_choice(_NAME, "stem", stem, ("conv", "attention"))
-    validation.check_bool(_NAME, "attention", attention)
+    attention = attention_switch(_NAME, attention)
     validation.check_odd_kernel(_NAME, "kernel_size", kernel_size)
     validation.check_positive_int(_NAME, "num_heads", num_heads)
     width = validation.check_positive_float(_NAME, "width", width)

@@ -75,7 +75,7 @@ def test_paper_depths_for_wrn_28_10():
 
 
 @pytest.mark.parametrize("input_shape", [(32, 32, 3), (28, 28, 1)])
-@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("attention", [True, None])
 def test_small_inputs_output_probabilities(input_shape, attention):
     model = _tiny(input_shape, 7, attention=attention)
     probs = harness.run(model, _x(input_shape))[0]
@@ -87,7 +87,7 @@ def test_small_inputs_output_probabilities(input_shape, attention):
 
 
 def test_baseline_has_no_attention():
-    aa, plain = _tiny(), _tiny(attention=False)
+    aa, plain = _tiny(), _tiny(attention=None)
     aa_layers = [
         layer for layer in aa.layers
         if isinstance(layer, AttentionAugmentedConv2D)
@@ -111,7 +111,7 @@ def test_paper_wrn_28_10_parameter_counts():
     # Paper, CIFAR-100: baseline 36.3M, AA-WRN 36.2M parameters, i.e. the
     # augmented model is slightly smaller.
     aa = aa_wide_resnet((32, 32, 3), 100)
-    plain = aa_wide_resnet((32, 32, 3), 100, attention=False)
+    plain = aa_wide_resnet((32, 32, 3), 100, attention=None)
     assert _trainable(aa) == expected_trainable((32, 32, 3), 100, 28, 10, True)
     assert _trainable(plain) == expected_trainable(
         (32, 32, 3), 100, 28, 10, False
@@ -217,7 +217,7 @@ def _augmented_delta(filters, height, width, num_heads=8, key_ratio=0.2,
 
 def test_aa_resnet50_parameters_match_definition_and_paper():
     aa = aa_resnet((224, 224, 3), 1000)
-    plain = aa_resnet((224, 224, 3), 1000, attention=False)
+    plain = aa_resnet((224, 224, 3), 1000, attention=None)
     # The baseline is resnet-50 (torchvision's count, see test_resnet).
     assert _trainable(plain) == 25_557_032
     # Stages 2-4 (widths 128/256/512, 4/6/3 blocks) at 28/14/7 pixels.

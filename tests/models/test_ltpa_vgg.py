@@ -91,7 +91,7 @@ def test_single_level(head):
 
 
 @pytest.mark.parametrize(
-    "baseline_kwargs", [{"attention": False}, {"attention_layers": ()}]
+    "baseline_kwargs", [{"attention": None}, {"attention_layers": ()}]
 )
 def test_baseline(baseline_kwargs):
     model = ltpa_vgg((32, 32, 3), 10, **SMALL)
@@ -109,7 +109,7 @@ def test_baseline(baseline_kwargs):
 
 def test_full_width_parameter_count():
     model = ltpa_vgg((32, 32, 3), 100)
-    baseline = ltpa_vgg((32, 32, 3), 100, attention=False)
+    baseline = ltpa_vgg((32, 32, 3), 100, attention=None)
     # Attention adds: projector 256->512 for layer 7, three `u` (512 each),
     # and a classifier on 3*512 instead of 512 features.
     extra = 256 * 512 + 3 * 512 + (3 * 512 - 512) * 100

@@ -75,7 +75,7 @@ def test_baseline_has_same_trunk_without_attention(depth):
     kwargs = dict(input_shape=(32, 32, 3), num_classes=10, depth=depth,
                   width=THIN)
     attn = residual_attention_network(**kwargs)
-    base = residual_attention_network(attention=False, **kwargs)
+    base = residual_attention_network(attention=None, **kwargs)
     assert not _layers_of(base, ResidualAttentionModule)
     assert base.count_params() < attn.count_params()
     # Every module is replaced by exactly its trunk: p + t + p units.
@@ -130,11 +130,11 @@ def test_unknown_spatial_size_uses_imagenet_stem_and_any_size():
 # model module docstring.)
 GOLDEN_224 = {
     (56, True): 31_883_432,
-    (56, False): 24_898_728,
+    (56, None): 24_898_728,
 }
 
 
-@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("attention", [True, None])
 def test_imagenet_attention56_builds(attention):
     model = residual_attention_network(
         (224, 224, 3), 1000, depth=56, attention=attention

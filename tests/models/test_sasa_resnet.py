@@ -71,7 +71,7 @@ def test_scaled_width():
 
 @pytest.mark.parametrize("input_shape", [(32, 32, 3), (28, 28, 1)])
 @pytest.mark.parametrize("stem", ["conv", "attention"])
-@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("attention", [True, None])
 def test_small_inputs_output_probabilities(input_shape, stem, attention):
     model = _tiny(input_shape, 7, stem=stem, attention=attention)
     probs = harness.run(model, _x(input_shape))[0]
@@ -89,7 +89,7 @@ def test_small_inputs_output_probabilities(input_shape, stem, attention):
 
 
 def test_baseline_has_no_attention():
-    sasa, plain = _tiny(), _tiny(attention=False)
+    sasa, plain = _tiny(), _tiny(attention=None)
     layers = [
         layer for layer in sasa.layers
         if isinstance(layer, LocalSelfAttention2D)
@@ -172,7 +172,7 @@ def test_224_build_large_stem(stem):
 
 @pytest.mark.parametrize(
     ("depth", "attention", "paper_millions"),
-    [(50, True, 18.0), (50, False, 25.6), (26, True, 10.3), (26, False, 13.7)],
+    [(50, True, 18.0), (50, None, 25.6), (26, True, 10.3), (26, None, 13.7)],
 )
 def test_paper_parameter_counts(depth, attention, paper_millions):
     # Paper, Table 1 (ImageNet): ResNet-26 13.7M -> 10.3M, ResNet-50 25.6M

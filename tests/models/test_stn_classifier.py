@@ -24,21 +24,21 @@ def _transformers(model):
 
 
 @pytest.mark.parametrize("input_shape", [(28, 28, 1), (32, 32, 3)])
-@pytest.mark.parametrize("transformer", [True, False])
-def test_small_inputs(input_shape, transformer):
-    model = stn_classifier(input_shape, 10, transformer=transformer)
+@pytest.mark.parametrize("attention", [True, None])
+def test_small_inputs(input_shape, attention):
+    model = stn_classifier(input_shape, 10, attention=attention)
     x = _x(input_shape)
     (probabilities,) = harness.run(model, x)
     assert probabilities.shape == (2, 10)
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
     assert model.get_layer("probabilities").dtype_policy.name == "float32"
-    assert len(_transformers(model)) == int(transformer)
+    assert len(_transformers(model)) == int(bool(attention))
 
 
 def test_baseline_is_the_same_cnn_without_transformer():
     full = stn_classifier((28, 28, 1), 10)
-    base = stn_classifier((28, 28, 1), 10, transformer=False)
+    base = stn_classifier((28, 28, 1), 10, attention=None)
     assert base.count_params() < full.count_params()
     transformer = full.get_layer("spatial_transformer")
     assert full.count_params() - base.count_params() == (
@@ -116,9 +116,9 @@ def test_keras_file_roundtrip(tmp_path):
 
 
 @pytest.mark.tf_only
-@pytest.mark.parametrize("transformer", [True, False])
-def test_tflite_builtins_match(transformer):
-    model = stn_classifier((16, 16, 1), 5, transformer=transformer)
+@pytest.mark.parametrize("attention", [True, None])
+def test_tflite_builtins_match(attention):
+    model = stn_classifier((16, 16, 1), 5, attention=attention)
     harness.randomize_weights(model, seed=6, scale=0.2)
     harness.assert_tflite_matches(model, _x((16, 16, 1), seed=7))
 
@@ -126,7 +126,7 @@ def test_tflite_builtins_match(transformer):
 def test_large_input_builds():
     model = stn_classifier((224, 224, 3), 1000)
     assert model.output_shape == (None, 1000)
-    base = stn_classifier((224, 224, 3), 1000, transformer=False)
+    base = stn_classifier((224, 224, 3), 1000, attention=None)
     assert base.count_params() < model.count_params()
 
 
@@ -138,11 +138,14 @@ def test_large_input_builds():
          "stn_classifier: invalid `input_shape`"),
         ({"num_classes": 0}, "stn_classifier: invalid `num_classes`"),
         ({"num_classes": 2.0}, "stn_classifier: invalid `num_classes`"),
+        ({"attention": 1}, "stn_classifier: invalid `attention`"),
         ({"transformer": 1}, "stn_classifier: invalid `transformer`"),
+        ({"transformer": True, "attention": None},
+         "stn_classifier: invalid `transformer`.*pass `attention` only"),
         ({"output_size": (0, 4)}, "stn_classifier: invalid `output_size`"),
         ({"output_size": 8}, "stn_classifier: invalid `output_size`"),
-        ({"output_size": (8, 8), "transformer": False},
-         "stn_classifier: invalid `output_size`.*transformer=False"),
+        ({"output_size": (8, 8), "attention": None},
+         "stn_classifier: invalid `output_size`.*attention=None"),
     ],
 )
 def test_bad_arguments(kwargs, match):
