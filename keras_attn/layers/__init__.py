@@ -11,6 +11,6 @@ from keras_attn.layers.identity_gate import IdentityGate
 from keras_attn.layers.local_self_attention import LocalSelfAttention2D
 from keras_attn.layers.ltpa_attention import LTPAAttention
 from keras_attn.layers.pre_act_bottleneck import PreActBottleneck
-from keras_attn.layers.residual_attention import ResidualAttentionModule
+from keras_attn.layers.residual_attention_module import ResidualAttentionModule
 from keras_attn.layers.spatial_transformer import SpatialTransformer
 from keras_attn.layers.squeeze_excite import SqueezeExcite

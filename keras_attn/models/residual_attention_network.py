@@ -31,7 +31,7 @@ Deviations, stated honestly:
   `AvgPool2d(7)` / `AvgPool2d(8)`, so every input size works.
 - Module differences (half-pixel bilinear resizing to run-time sizes, no
   extra bottom-up/trunk sums in the mask) are listed in
-  `keras_attn/layers/residual_attention.py`.
+  `keras_attn/layers/residual_attention_module.py`.
 - `width` (not in the paper) scales every channel count so that tests and CPU
   recipes can use thin networks.
 
@@ -47,8 +47,8 @@ from __future__ import annotations
 import keras
 
 from keras_attn.layers.pre_act_bottleneck import PreActBottleneck
-from keras_attn.layers.residual_attention import MASK_ACTIVATIONS
-from keras_attn.layers.residual_attention import ResidualAttentionModule
+from keras_attn.layers.residual_attention_module import MASK_ACTIVATIONS
+from keras_attn.layers.residual_attention_module import ResidualAttentionModule
 from keras_attn.models._common import attention_switch
 from keras_attn.models._common import pooled_classifier
 from keras_attn.utils.validation import fail

@@ -1,7 +1,8 @@
 """`.keras` files saved before a layer's module was renamed still load.
 
-`learn_to_pay_attention.py` became `ltpa_attention.py` and
-`residual_unit.py` became `pre_act_bottleneck.py` (file = class). A
+`learn_to_pay_attention.py` became `ltpa_attention.py`,
+`residual_unit.py` `pre_act_bottleneck.py` and `residual_attention.py`
+`residual_attention_module.py` (file = class). A
 `.keras` file records each layer's module next to its registered name
 (`keras_attn>LTPAAttention`); Keras resolves the registered name, so the
 old module path in a file saved before the rename must not matter. The
@@ -18,6 +19,7 @@ import numpy as np
 
 from keras_attn.layers import LTPAAttention
 from keras_attn.layers import PreActBottleneck
+from keras_attn.layers import ResidualAttentionModule
 from tests import harness
 
 OLD_MODULES = {
@@ -25,12 +27,17 @@ OLD_MODULES = {
         "keras_attn.layers.learn_to_pay_attention"
     ),
     "keras_attn.layers.pre_act_bottleneck": "keras_attn.layers.residual_unit",
+    "keras_attn.layers.residual_attention_module": (
+        "keras_attn.layers.residual_attention"
+    ),
 }
 
 
 def _model():
     inputs = keras.Input((8, 8, 8))
     x = PreActBottleneck(16, name="unit")(inputs)
+    x = ResidualAttentionModule(16, p=0, t=1, r=1, num_skips=0,
+                                name="module")(x)
     g = keras.layers.GlobalAveragePooling2D()(x)
     g = keras.layers.Dense(32)(g)
     pooled, attention = LTPAAttention("pc", "softmax", name="ltpa")([x, g])
@@ -62,6 +69,7 @@ def test_keras_file_with_pre_rename_module_paths_loads(tmp_path):
 
     assert isinstance(loaded.get_layer("ltpa"), LTPAAttention)
     assert isinstance(loaded.get_layer("unit"), PreActBottleneck)
+    assert isinstance(loaded.get_layer("module"), ResidualAttentionModule)
     for got, want in zip(loaded(inputs), expected, strict=True):
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(got), want, rtol=1e-6, atol=1e-6
