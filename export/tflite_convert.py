@@ -133,10 +133,10 @@ def convert_serving(graph, quantization="none", representative=None,
         `kept["int8_sublayers"]` names, declared by `int8_sublayers`), and
         `kept["float_tensors"]`, outputs of ops
         left float because their calibrated range is empty
-        (`degenerate_tensors`) or their constant operand int8 cannot hold
-        (`imprecise_constant_ops`); both empty for a full-integer file;
-        and `kept["narrowed"]`, the number of ranges `clip_ranges`
-        narrowed.
+        (`export.int8_ranges.degenerate_tensors`) or their constant operand
+        int8 cannot hold (`export.int8_ranges.imprecise_constant_ops`);
+        both empty for a full-integer file; and `kept["narrowed"]`, the
+        number of ranges `export.int8_ranges.clip_ranges` narrowed.
 
     Raises:
         ValueError: a bad argument.
