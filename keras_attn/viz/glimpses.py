@@ -35,6 +35,7 @@ import numpy as np
 from keras_attn.utils.validation import fail
 from keras_attn.viz.plotting import INSTALL
 from keras_attn.viz.plotting import check_images
+from keras_attn.viz.plotting import show_image
 
 
 def _check_geometry(function, glimpse_size, num_scales, scale_factor):
@@ -192,14 +193,7 @@ def draw_glimpses(images, locations, path=None, glimpse_size=8,
         ax.set_axis_off()
         if index >= batch:
             continue
-        image = images[index].astype(np.float64)
-        low, high = min(0.0, float(image.min())), max(1.0, float(image.max()))
-        if image.ndim == 3:
-            ax.imshow(np.clip((image - low) / (high - low), 0, 1),
-                      interpolation="nearest")
-        else:
-            ax.imshow(image, cmap="gray", vmin=low, vmax=high,
-                      interpolation="nearest")
+        show_image(ax, images[index])
         for step in range(num_glimpses):
             colour = step_colours[step]
             for scale in range(num_scales):
