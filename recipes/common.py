@@ -401,9 +401,11 @@ def train(build_model, args, name, compile_model=compile_classifier,
     if is_chief:
         images, labels = picture_images(test_data)
         if args.pictures:
-            metrics["pictures"] = draw_pictures(
-                model, images, labels, out, pictures
-            )
+            # Paths in metrics.json are relative to the run folder, so a
+            # run folder can be moved or shared as a whole.
+            metrics["pictures"] = [os.path.relpath(path, out) for path in
+                                   draw_pictures(model, images, labels, out,
+                                                 pictures)]
         if args.export and is_tensorflow():
             metrics["export"] = export(model, images, out, name,
                                        args.dataset)
@@ -455,7 +457,8 @@ def grad_cam_pictures(layer_name, attention_map=None):
 def export(model, images, out, name, dataset):
     """The TF Serving SavedModel (`out/export/NAME/VERSION/`) and the float
     TFLite file (`out/export/NAME/tflite/model_float32.tflite`), with their
-    gap to the Keras model measured on the picture images. `python -m
+    gap to the Keras model measured on the picture images; paths relative
+    to `out`. `python -m
     export` makes the quantized files from `model.keras`."""
     from export import ParityOptions
     from export import SignatureOptions
@@ -467,8 +470,10 @@ def export(model, images, out, name, dataset):
                             parity=ParityOptions(images=images))
     tflite = manifest["tflite"]["float32"]
     return {
-        "saved_model": manifest["written"]["saved_model"],
-        "tflite": manifest["written"]["tflite"]["float32"],
+        "saved_model": os.path.relpath(manifest["written"]["saved_model"],
+                                       out),
+        "tflite": os.path.relpath(manifest["written"]["tflite"]["float32"],
+                                  out),
         "tflite_bytes": tflite["bytes"],
         "saved_model_parity": manifest["saved_model"]["parity"],
         "tflite_parity": tflite["parity"],

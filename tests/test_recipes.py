@@ -44,6 +44,9 @@ def _check_model_history_metrics_and_exports(cbam_run):
     assert saved == json.loads(json.dumps(metrics))
     assert saved["attention"] is True
     assert saved["export"]["tflite_max_abs_diff"] < 1e-4
+    for kind in ("saved_model", "tflite"):  # relative to the run folder
+        path = saved["export"][kind]
+        assert not os.path.isabs(path) and (out / path).exists(), path
     parity = saved["export"]["saved_model_parity"]
     assert parity["probabilities_max_abs_diff"] < 1e-4
     assert parity["attention_maps_max_abs_diff"] < 1e-4
@@ -97,7 +100,7 @@ def _check_logs_pictures_and_cleared_backup(cbam_run):
     out, metrics = cbam_run
     assert (out / "logs").is_dir() and any((out / "logs").rglob("*"))
     for name in ("attention.png", "gradcam.png"):
-        assert str(out / name) in metrics["pictures"]
+        assert name in metrics["pictures"]  # relative to the run folder
         assert (out / name).stat().st_size > 1000
     # BackupAndRestore deletes its state once training has finished.
     assert not any((out / "backup").glob("*"))
