@@ -73,6 +73,10 @@ class Piece:
     lr: float = 1e-3
     jit: bool = True
     notes: str = ""
+    # Tuning (issue 17, item 5): how this piece differs from the piece of
+    # the same mechanism and task it re-runs, applied to every arm alike.
+    variant: str = ""
+    init: str = "default"  # or "zero_last_bn": see `zero_last_batch_norm`
 
     def budget(self, profile):
         return SMOKE if profile == "smoke" else self.full
@@ -120,6 +124,24 @@ PIECES = {
         "ram", "cluttered60",
         "RAM 6 glimpses 12x12x3 scales, RNN 256", "ram",
         baselines=("fc", "cnn"), full=Budget(10_000, 2_000, 5),
+    ),
+    # Tuning: each re-runs a piece above with one change given to both arms
+    # alike; every variant is reported as its own row, none is chosen.
+    "se_zero_init": Piece(
+        "se", "fashion_mnist", "ResNet-20 (16-32-64)", "resnet_se",
+        full=Budget(6_000, 10_000, 6), init="zero_last_bn",
+        variant="last BN of every residual branch zero-initialised",
+    ),
+    "cbam_zero_init": Piece(
+        "cbam", "fashion_mnist", "ResNet-20 (16-32-64)", "resnet_cbam",
+        full=Budget(6_000, 10_000, 6), init="zero_last_bn",
+        variant="last BN of every residual branch zero-initialised",
+    ),
+    "ram_long": Piece(
+        "ram", "cluttered60",
+        "RAM 6 glimpses 12x12x3 scales, RNN 256", "ram",
+        baselines=("fc",), full=Budget(10_000, 2_000, 15),
+        variant="3x the epochs (15)",
     ),
 }
 
@@ -209,6 +231,31 @@ _BUILDERS = {
     "sasa": _sasa,
     "ram": _ram,
 }
+
+
+def zero_last_batch_norm(model):
+    """Set to zero the scale of the last BN in every residual branch of a
+    `keras_attn.models.resnet` (`stage{i}_block{j}_2_bn`, or `_3_bn` in
+    bottleneck blocks), so that every block starts as the identity (Goyal
+    et al., 2017; timm's `zero_init_last`). The attention sits after that
+    BN, so both arms start from the same function. Returns the count."""
+    import re
+
+    names = [layer.name for layer in model.layers]
+    last = {}
+    for name in names:
+        match = re.fullmatch(r"(stage\d+_block\d+)_(\d)_bn", name)
+        if match:
+            block, index = match.groups()
+            last[block] = max(last.get(block, ""), index)
+    if not last:
+        raise ValueError(f"zero_last_batch_norm: {model.name} has no layer "
+                         "named stage<i>_block<j>_<k>_bn; expected a "
+                         "keras_attn.models.resnet")
+    for block, index in last.items():
+        bn = model.get_layer(f"{block}_{index}_bn")
+        bn.gamma.assign(np.zeros(bn.gamma.shape, "float32"))
+    return len(last)
 
 
 # ----------------------------------------------------------------------------
@@ -404,6 +451,8 @@ def run_arm(piece_name, arm, seed, profile):
         model = builder(arm, input_shape, num_classes, seed=seed)
     else:
         model = builder(arm, input_shape, num_classes)
+    if piece.init == "zero_last_bn":
+        zero_last_batch_norm(model)
     steps = budget.train_images // budget.batch_size
     if budget.steps_per_epoch:
         steps = min(steps, budget.steps_per_epoch)
@@ -525,6 +574,7 @@ def _rows(piece_name, profile, seeds, results):
                              for s in seeds],
             },
             "notes": piece.notes,
+            "variant": piece.variant,
         })
     for arm in arms:
         names = results[(arm, seeds[0])].get("localization", {})

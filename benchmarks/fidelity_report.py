@@ -194,7 +194,10 @@ def load_results(path):
 
 
 def _label(row):
-    return f"{row.get('mechanism', '?')} / {row.get('task', '?')}"
+    label = f"{row.get('mechanism', '?')} / {row.get('task', '?')}"
+    if row.get("variant"):
+        label += f" ({row['variant']})"
+    return label
 
 
 def summarise(row, index=0):

@@ -167,3 +167,52 @@ def test_maps_behind_a_transformer_go_back_to_the_input_frame():
     maps = rng.random((1, 9, 9)).astype("float32")
     np.testing.assert_allclose(fidelity.to_input_frame(maps, identity), maps,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", [None, "se"])
+def test_zero_last_batch_norm_starts_every_block_as_the_identity(attention):
+    import numpy as np
+
+    from keras_attn.models import resnet
+
+    model = resnet((8, 8, 1), 3, 20, attention=attention)
+    assert fidelity.zero_last_batch_norm(model) == 9  # 3 stages x 3 blocks
+    for layer in model.layers:
+        gamma = getattr(layer, "gamma", None)
+        if gamma is None:
+            continue
+        last = layer.name.endswith("_2_bn") and "block" in layer.name
+        assert np.all(np.asarray(gamma) == 0) == last, layer.name
+    # Every branch is now zero: a block's output is ReLU(its shortcut).
+    x = np.random.default_rng(0).random((2, 8, 8, 1)).astype("float32")
+    probe = type(model)(model.input, [
+        model.get_layer("stage1_block2_add").output,
+        model.get_layer("stage1_block1_out").output])
+    added, previous = probe(x)
+    np.testing.assert_allclose(np.asarray(added), np.asarray(previous),
+                               atol=1e-6)
+
+
+def test_zero_last_batch_norm_refuses_a_model_without_residual_blocks():
+    import keras
+
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(inputs))
+    with pytest.raises(ValueError, match="zero_last_batch_norm"):
+        fidelity.zero_last_batch_norm(model)
+
+
+def test_tuning_variants_rerun_a_piece_with_one_change():
+    from benchmarks import fidelity_report
+
+    variants = {n: p for n, p in fidelity.PIECES.items() if p.variant}
+    assert {"se_zero_init", "cbam_zero_init", "ram_long"} <= set(variants)
+    plain = {(p.mechanism, p.task) for p in fidelity.PIECES.values()
+             if not p.variant}
+    for piece in variants.values():
+        assert (piece.mechanism, piece.task) in plain
+    row = {"mechanism": "se", "task": "fashion_mnist",
+           "variant": variants["se_zero_init"].variant}
+    assert fidelity_report._label(row) == (
+        "se / fashion_mnist (last BN of every residual branch "
+        "zero-initialised)")
