@@ -1,5 +1,6 @@
 """Every `>>>` example in the docstrings of `keras_attn`, `export` and
-`recipes` runs, and prints what it shows.
+`recipes` (installed as `keras_attn.export`, `keras_attn.recipes`) runs, and
+prints what it shows.
 
 One case per module that has examples. Each example starts from empty
 globals, so it imports what it uses and a reader can paste it as printed.
@@ -15,13 +16,16 @@ import pathlib
 
 import pytest
 
+from tests.layout import module_name
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("keras_attn", "export", "recipes")
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # Modules whose examples need TensorFlow itself, not only a Keras backend.
 TF_ONLY = {
     "keras_attn.data.distortions": "keras_attn.data builds on tf.data",
-    "keras_attn.ram.model": "RecurrentAttentionModel.fit uses tf.GradientTape",
+    "keras_attn.ram.recurrent_attention_model":
+        "RecurrentAttentionModel.fit uses tf.GradientTape",
 }
 
 
@@ -30,10 +34,7 @@ def _modules():
         for path in sorted((ROOT / package).rglob("*.py")):
             if ">>>" not in path.read_text():
                 continue
-            parts = path.relative_to(ROOT).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            yield ".".join(parts)
+            yield module_name(path)
 
 
 def _params():

@@ -7,11 +7,11 @@ backend and TensorFlow Probability (imported lazily, on first use).
 """
 
 from keras_attn.ram.glimpse_sensor import GlimpseSensor
-from keras_attn.ram.model import RecurrentAttentionModel
 from keras_attn.ram.networks import BaselineNetwork
 from keras_attn.ram.networks import CoreNetwork
 from keras_attn.ram.networks import GlimpseNetwork
 from keras_attn.ram.networks import LocationNetwork
+from keras_attn.ram.recurrent_attention_model import RecurrentAttentionModel
 
 __all__ = [
     "BaselineNetwork",
