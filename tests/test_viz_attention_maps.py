@@ -20,6 +20,9 @@ from keras_attn.viz import plot_stn
 from keras_attn.viz import reduce_attention
 from keras_attn.viz import spatial_attention_maps
 from keras_attn.viz.plotting import resize_bilinear
+from tests.map_references import block_reference
+from tests.map_references import global_reference
+from tests.map_references import local_reference
 
 H, W = 8, 6  # non-square on purpose
 
@@ -40,12 +43,8 @@ def test_global_is_mean_attention_received_per_key():
     weights = _numpy(weights)
     assert weights.shape == (2, 2, H * W, H * W)
     reduced = reduce_attention(weights, "global", grid=(H, W))
-    expected = np.zeros((2, H, W))
-    for b in range(2):
-        for i in range(H):
-            for j in range(W):
-                expected[b, i, j] = weights[b, :, :, i * W + j].mean()
-    np.testing.assert_allclose(reduced, expected, atol=1e-7)
+    np.testing.assert_allclose(reduced, global_reference(weights, H, W),
+                               atol=1e-7)
     np.testing.assert_allclose(reduced.sum((1, 2)), 1, atol=1e-5)
     with pytest.raises(ValueError, match="grid"):
         reduce_attention(weights, "global")  # 48 keys: not a square
@@ -59,17 +58,9 @@ def test_local_is_attention_received_from_every_window():
     _, weights = layer(_x(seed=1), return_attention=True)
     weights = _numpy(weights)
     assert weights.shape == (2, H, W, 2, k * k)
-    expected = np.zeros((2, H, W))
-    for i in range(H):
-        for j in range(W):
-            for a in range(k):
-                for c in range(k):
-                    u, v = i + a - k // 2, j + c - k // 2
-                    if 0 <= u < H and 0 <= v < W:
-                        heads = weights[:, i, j, :, a * k + c]
-                        expected[:, u, v] += heads.mean(-1)
     reduced = reduce_attention(weights, "local")
-    np.testing.assert_allclose(reduced, expected / (H * W), atol=1e-7)
+    np.testing.assert_allclose(reduced, local_reference(weights, k),
+                               atol=1e-7)
     # Masked neighbours carry no weight: nothing is lost at the border.
     np.testing.assert_allclose(reduced.sum((1, 2)), 1, atol=1e-5)
 
@@ -80,16 +71,9 @@ def test_block_is_attention_received_inside_each_block():
     _, weights = layer(_x(seed=2), return_attention=True)
     weights = _numpy(weights)
     assert weights.shape == (2, H, W, k * k)
-    expected = np.zeros((2, H, W))
-    for i in range(H):
-        for j in range(W):
-            for a in range(k):
-                for c in range(k):
-                    u, v = i // k * k + a, j // k * k + c
-                    if u < H and v < W:
-                        expected[:, u, v] += weights[:, i, j, a * k + c]
     reduced = reduce_attention(weights, "block")
-    np.testing.assert_allclose(reduced, expected / (H * W), atol=1e-7)
+    np.testing.assert_allclose(reduced, block_reference(weights, k),
+                               atol=1e-7)
     np.testing.assert_allclose(reduced.sum((1, 2)), 1, atol=1e-5)
 
 

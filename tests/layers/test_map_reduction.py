@@ -11,6 +11,8 @@ from keras import ops
 import keras_attn
 from keras_attn.ops import map_reduction
 from keras_attn.ops.map_reduction import reduce_attention_map
+from tests.map_references import block_reference
+from tests.map_references import local_reference
 
 H, W = 5, 7
 
@@ -58,41 +60,16 @@ def test_declared_kinds_match_the_maps_returned():
         weights, *sasa.attention_kinds).shape) == (2, 8, 8)
 
 
-def _local_reference(weights, k):
-    expected = np.zeros(weights.shape[:3])
-    for i in range(H):
-        for j in range(W):
-            for a in range(k):
-                for c in range(k):
-                    u, v = i + a - k // 2, j + c - k // 2
-                    if 0 <= u < H and 0 <= v < W:
-                        expected[:, u, v] += weights[:, i, j, :,
-                                                     a * k + c].mean(-1)
-    return expected / (H * W)
-
-
-def _block_reference(weights, k):
-    expected = np.zeros(weights.shape[:3])
-    for i in range(H):
-        for j in range(W):
-            for a in range(k):
-                for c in range(k):
-                    u, v = i // k * k + a, j // k * k + c
-                    if u < H and v < W:
-                        expected[:, u, v] += weights[:, i, j, a * k + c]
-    return expected / (H * W)
-
-
 def test_local_and_block_match_loops():
     rng = np.random.default_rng(1)
     local = rng.random((2, H, W, 3, 9)).astype("float32")
     np.testing.assert_allclose(
         ops.convert_to_numpy(reduce_attention_map(local, "local")),
-        _local_reference(local, 3), atol=1e-6)
+        local_reference(local, 3), atol=1e-6)
     block = rng.random((2, H, W, 16)).astype("float32")
     np.testing.assert_allclose(
         ops.convert_to_numpy(reduce_attention_map(block, "block")),
-        _block_reference(block, 4), atol=1e-6)
+        block_reference(block, 4), atol=1e-6)
 
 
 def test_global_mask_spatial():
