@@ -62,11 +62,11 @@ import tensorflow as tf  # noqa: E402
 from benchmarks import tiny_models  # noqa: E402
 from benchmarks.tiny_models import BUILDERS  # noqa: E402
 from benchmarks.tiny_models import SHAPE  # noqa: E402
-from export import ParityOptions  # noqa: E402
-from export import TFLiteOptions  # noqa: E402
-from export import export_model  # noqa: E402
-from export.calibration import load_images  # noqa: E402
-from export.tflite_runner import TFLiteModel  # noqa: E402
+from keras_attn.export import ParityOptions  # noqa: E402
+from keras_attn.export import TFLiteOptions  # noqa: E402
+from keras_attn.export import export_model  # noqa: E402
+from keras_attn.export.calibration import load_images  # noqa: E402
+from keras_attn.export.tflite_runner import TFLiteModel  # noqa: E402
 
 DEFAULT_MODELS = ["cbam_resnet", "ltpa_pc_concat", "stn", "ram"]
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,7 +193,7 @@ def measure_model(name, root, image, args):
 def measure_serving(name, root, image, args):
     import httpx
 
-    from export import serve
+    from keras_attn.export import serve
 
     url, stop = serve.serve_in_thread(serve.create_app(
         serve.load_repository(os.path.join(root, name)), threads=4))
@@ -295,7 +295,7 @@ def measure_serve_limits(name, threads, out):
     largest requests it admits, and status-call latency meanwhile. Each
     run gets a fresh server, so memory an earlier request left to the
     allocator does not hide what this one needs."""
-    from export import serve
+    from keras_attn.export import serve
 
     requests = _limit_requests(name, serve)
     results = []
@@ -510,7 +510,7 @@ def main(argv=None):
         print("| scenario | clients | body MB | status | s | base RSS MB | "
               "peak RSS MB | answer MB | status call p50 / max ms |")
         print("|---|---:|---:|---|---:|---:|---:|---:|---:|", flush=True)
-        from export.serve import DEFAULT_THREADS
+        from keras_attn.export.serve import DEFAULT_THREADS
         out = os.path.join(os.path.dirname(args.out), "serve_limits.json")
         return measure_serve_limits(args.models[0], DEFAULT_THREADS, out)
     if args.quick:

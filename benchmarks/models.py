@@ -47,7 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from recipes import common  # noqa: E402
+from keras_attn.recipes import common  # noqa: E402
 
 # The two pairs the issue sets targets for come first.
 RECIPES = ("sasa_resnet", "aa_resnet", "se_resnet", "cbam_resnet",
@@ -98,7 +98,7 @@ def _steps(model, data, start, steps):
 
 
 def measure(name, steps, rounds, warmup):
-    recipe = importlib.import_module(f"recipes.{name}")
+    recipe = importlib.import_module(f"keras_attn.recipes.{name}")
     sides = {"attention": [], "baseline": ["--no-attention"]}
     runs = {}
     for side, argv in sides.items():

@@ -50,12 +50,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import tiny_models  # noqa: E402
-from export import ParityOptions  # noqa: E402
-from export import TFLiteOptions  # noqa: E402
-from export import export_model  # noqa: E402
-from export import parity  # noqa: E402
-from export.calibration import load_images  # noqa: E402
 from keras_attn.data.fashion_mnist import load_fashion_mnist  # noqa: E402
+from keras_attn.export import ParityOptions  # noqa: E402
+from keras_attn.export import TFLiteOptions  # noqa: E402
+from keras_attn.export import export_model  # noqa: E402
+from keras_attn.export import parity  # noqa: E402
+from keras_attn.export.calibration import load_images  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

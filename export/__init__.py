@@ -5,7 +5,7 @@
 
 or from Python:
 
-    from export import TFLiteOptions, export_model
+    from keras_attn.export import TFLiteOptions, export_model
     manifest = export_model(model, "exports", name="cbam", to="all",
                             tflite=TFLiteOptions(quantize=["none", "int8"],
                                                  calibration="fashion_mnist"))
@@ -66,17 +66,20 @@ The modules, one job each:
   with `_http` (timeouts, bodies, gzip), `_rest_json` (TF Serving's REST
   JSON codec) and `_images` (image sizes from headers).
 
-Importing this package is cheap (no TensorFlow); `export_model` imports
+Installed, this package is `keras_attn.export` (`python -m keras_attn.export`);
+from the checkout root `python -m export` runs the same modules. Its own
+modules import no TensorFlow at import time (importing `keras_attn.export`
+imports `keras_attn`, and so Keras and its backend); `export_model` imports
 TensorFlow when called.
 """
 
 from __future__ import annotations
 
-from export.pipeline import TARGETS
-from export.pipeline import ParityOptions
-from export.pipeline import SignatureOptions
-from export.pipeline import TFLiteOptions
-from export.pipeline import export_model
+from .pipeline import TARGETS
+from .pipeline import ParityOptions
+from .pipeline import SignatureOptions
+from .pipeline import TFLiteOptions
+from .pipeline import export_model
 
 __all__ = ["TARGETS", "ParityOptions", "SignatureOptions", "TFLiteOptions",
            "export_model"]

@@ -20,14 +20,14 @@ import json
 import sys
 import warnings
 
-from export import TARGETS
-from export import ParityOptions
-from export import SignatureOptions
-from export import TFLiteOptions
-from export import export_model
-from export.int8_ranges import UntestedTensorFlowError
-from export.parity import ParityWarning
-from export.parity import describe
+from . import TARGETS
+from . import ParityOptions
+from . import SignatureOptions
+from . import TFLiteOptions
+from . import export_model
+from .int8_ranges import UntestedTensorFlowError
+from .parity import ParityWarning
+from .parity import describe
 
 
 def _input_shape(text):

@@ -23,7 +23,7 @@ import zlib
 from starlette.requests import Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from export._rest_json import RestError
+from ._rest_json import RestError
 
 _LOG = logging.getLogger("keras_attn.serve")
 # Inflate gzip (and zlib) streams; 16 + MAX_WBITS would take gzip only.

@@ -40,7 +40,7 @@ import warnings
 
 import numpy as np
 
-from export.tflite_runner import inspecting_interpreter
+from .tflite_runner import inspecting_interpreter
 
 # The TensorFlow releases ("major.minor", any patch) the int8 path was
 # tested with. Add a release here once `pytest -m slow tests/export`

@@ -15,7 +15,7 @@ Each export is measured on held-out images (`export_model`'s
   trained test model but STN (0.018-0.36, `benchmarks/quantization.py`).
 - `int8`: the same top-1 class for at least 98 % of images.
 
-    from export.parity import shortfalls
+    from keras_attn.export.parity import shortfalls
     shortfalls("int8", {"top1_agreement": 0.95})
     # ['top1_agreement 0.95 < 0.98']
 

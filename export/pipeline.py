@@ -36,10 +36,10 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from export.int8_ranges import RANGE_METHODS
-from export.int8_ranges import check_tensorflow
-from export.tflite_convert import IO_TYPES
-from export.tflite_convert import QUANTIZATIONS
+from .int8_ranges import RANGE_METHODS
+from .int8_ranges import check_tensorflow
+from .tflite_convert import IO_TYPES
+from .tflite_convert import QUANTIZATIONS
 
 TARGETS = ("saved_model", "tflite", "all")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -295,7 +295,7 @@ def _check(to, version, name, tflite):
 
 
 def _add_parity(entry, kind, reference, got):
-    from export import parity
+    from . import parity
 
     entry["parity"] = parity.figures(reference, got)
     entry["parity_bar"] = parity.bar(kind, entry["parity"])
@@ -311,7 +311,7 @@ def _add_parity(entry, kind, reference, got):
 def _parity_images(parity, calibration, input_shape):
     import numpy as np
 
-    from export.calibration import load_images
+    from .calibration import load_images
 
     if hasattr(parity.images, "shape"):
         images = np.asarray(parity.images, "float32")
@@ -383,14 +383,14 @@ def export_model(model, out, *, to="all", name=None, version=None,
     import keras
     import tensorflow as tf
 
-    from export import manifest as manifest_lib
-    from export.calibration import load_images
-    from export.saved_model import write_serving_saved_model
-    from export.serving_graph import ServingGraph
-    from export.serving_graph import run_batched
-    from export.tflite_convert import FILE_TAGS
-    from export.tflite_convert import convert_serving
-    from export.tflite_runner import TFLiteModel
+    from . import manifest as manifest_lib
+    from .calibration import load_images
+    from .saved_model import write_serving_saved_model
+    from .serving_graph import ServingGraph
+    from .serving_graph import run_batched
+    from .tflite_convert import FILE_TAGS
+    from .tflite_convert import convert_serving
+    from .tflite_runner import TFLiteModel
 
     source_path = None
     if isinstance(model, (str, os.PathLike)):

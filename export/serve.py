@@ -1,6 +1,7 @@
 """Serve exported SavedModels over TensorFlow Serving's REST API.
 
     python -m export.serve DIR [--port 8501] [--host 127.0.0.1]
+    python -m keras_attn.export.serve DIR ...   (the same, installed)
     keras-attn-serve DIR ...                    (the same, as a console script)
 
 `DIR` is either a model base path, `DIR/VERSION/saved_model.pb` (the model
@@ -45,9 +46,10 @@ that every request must then send (`Authorization: Bearer TOKEN`, else
 401); put it behind a TLS proxy before exposing it. For production, serve
 the same DIR with the official TF Serving container (see docs/serving.md).
 
-It reads only the SavedModel (no keras_attn import), so the signatures it
-serves are generic: their inputs, outputs, dtypes and shapes come from each
-SignatureDef.
+It reads only the SavedModel (no keras_attn layer or model is used; as
+`keras_attn.export.serve` it imports the `keras_attn` package, and with it
+Keras, all the same), so the signatures it serves are generic: their
+inputs, outputs, dtypes and shapes come from each SignatureDef.
 """
 
 from __future__ import annotations
@@ -78,21 +80,21 @@ from starlette.routing import Route
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from export._http import read_body
-from export._http import timed_protocol
-from export._images import ImageHeaderError
-from export._images import image_size
-from export._rest_json import RestError
-from export._rest_json import TensorInfo
-from export._rest_json import batch_sizes
-from export._rest_json import columns_to_arrays
-from export._rest_json import dumps
-from export._rest_json import json_size
-from export._rest_json import max_json_size
-from export._rest_json import outputs_to_columns
-from export._rest_json import outputs_to_rows
-from export._rest_json import parse_predict_body
-from export._rest_json import rows_to_arrays
+from ._http import read_body
+from ._http import timed_protocol
+from ._images import ImageHeaderError
+from ._images import image_size
+from ._rest_json import RestError
+from ._rest_json import TensorInfo
+from ._rest_json import batch_sizes
+from ._rest_json import columns_to_arrays
+from ._rest_json import dumps
+from ._rest_json import json_size
+from ._rest_json import max_json_size
+from ._rest_json import outputs_to_columns
+from ._rest_json import outputs_to_rows
+from ._rest_json import parse_predict_body
+from ._rest_json import rows_to_arrays
 
 DEFAULT_PORT = 8501
 DEFAULT_HOST = "127.0.0.1"

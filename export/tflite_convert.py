@@ -34,9 +34,9 @@ import tempfile
 
 import numpy as np
 
-from export.int8_ranges import RANGE_METHODS
-from export.int8_ranges import convert_int8
-from export.int8_ranges import float_layers_of
+from .int8_ranges import RANGE_METHODS
+from .int8_ranges import convert_int8
+from .int8_ranges import float_layers_of
 
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
@@ -64,7 +64,7 @@ def convert(model, batch_size=1, quantization="none", representative=None):
     """
     import tensorflow as tf
 
-    from export.saved_model import write_saved_model
+    from .saved_model import write_saved_model
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(

@@ -1,0 +1,2 @@
+"""Training recipes: `python -m recipes.NAME` from the checkout root,
+`python -m keras_attn.recipes.NAME` installed (the same modules)."""

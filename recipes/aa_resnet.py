@@ -8,7 +8,7 @@ sized for a CPU.
     python -m recipes.aa_resnet --depth 28 --width 10 --heads 8
 """
 
-from recipes import common
+from . import common
 
 # Measured, not assumed: see benchmarks/results/models.json.
 JIT = True

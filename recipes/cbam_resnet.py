@@ -9,7 +9,7 @@ TFLite (builtin ops) under `--output-dir/cbam_resnet[_baseline]/`.
     python -m recipes.cbam_resnet --no-attention  # the baseline
 """
 
-from recipes import common
+from . import common
 
 # Measured, not assumed: see benchmarks/results/models.json.
 JIT = False

@@ -340,7 +340,7 @@ def train(build_model, args, name, compile_model=compile_classifier,
             build_training_state(model)
 
     if args.strategy == "multiworker":
-        from recipes._multiworker import patch_fit
+        from ._multiworker import patch_fit
 
         patch_fit(model, next(iter(train_data)))
     speed = Throughput(args.batch_size)
@@ -460,9 +460,9 @@ def export(model, images, out, name, dataset):
     gap to the Keras model measured on the picture images; paths relative
     to `out`. `python -m
     export` makes the quantized files from `model.keras`."""
-    from export import ParityOptions
-    from export import SignatureOptions
-    from export import export_model
+    from keras_attn.export import ParityOptions
+    from keras_attn.export import SignatureOptions
+    from keras_attn.export import export_model
 
     manifest = export_model(model, os.path.join(out, "export"), name=name,
                             to="all",

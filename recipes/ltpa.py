@@ -9,7 +9,7 @@ VGG classifying the global feature alone). `--width` scales the VGG widths
     python -m recipes.ltpa --compatibility dp --head indep --width 0.25
 """
 
-from recipes import common
+from . import common
 
 # Measured, not assumed: see benchmarks/results/models.json.
 JIT = True

@@ -16,7 +16,7 @@ ReLU layers of 256 units on the whole image).
 
 import os
 
-from recipes import common
+from . import common
 
 TASKS = ("centered28", "translated60", "cluttered60", "cluttered100")
 

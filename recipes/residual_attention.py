@@ -8,7 +8,7 @@ network is `--width 1`).
     python -m recipes.residual_attention --mask mixed --width 0.25
 """
 
-from recipes import common
+from . import common
 
 # Measured, not assumed: see benchmarks/results/models.json.
 JIT = True

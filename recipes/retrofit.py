@@ -34,7 +34,7 @@ import time
 import keras
 import numpy as np
 
-from recipes import common
+from . import common
 
 BACKBONES = ("mobilenet_v2", "resnet50", "efficientnet_b0")
 ATTENTIONS = ("se", "cbam")

@@ -9,7 +9,7 @@ channel counts (the paper's network is `--width 1`).
     python -m recipes.sasa_resnet --kernel-size 7 --width 0.25
 """
 
-from recipes import common
+from . import common
 
 # Measured, not assumed: see benchmarks/results/models.json.
 JIT = True

@@ -6,7 +6,7 @@ branch (`--no-attention`: the same ResNet without it).
     python -m recipes.se_resnet --depth 20 --reduction 16
 """
 
-from recipes import common
+from . import common
 
 # Measured, not assumed: see benchmarks/results/models.json.
 JIT = True

@@ -10,7 +10,7 @@ The paper's ST-CNN: an affine spatial transformer in front of a small CNN
 
 import os
 
-from recipes import common
+from . import common
 
 
 def _warped_pictures(model, images, labels, out):

@@ -314,8 +314,8 @@ def assert_jit_matches_eager(model, inputs, atol=1e-5):
 def assert_tflite_matches(model, inputs, atol=1e-4):
     """Convert with TFLite builtin ops only, run in the LiteRT interpreter,
     compare every output with Keras."""
-    from export.tflite_convert import convert
-    from export.tflite_runner import run_tflite
+    from keras_attn.export.tflite_convert import convert
+    from keras_attn.export.tflite_runner import run_tflite
 
     flatbuffer = convert(model, batch_size=to_list(inputs)[0].shape[0])
     got = run_tflite(flatbuffer, to_list(inputs))

@@ -3,12 +3,15 @@
 - ```python blocks are executed.
 - Every command of a ```bash block is parsed by the real parser of the
   program it names (`python -m MODULE ...`, `keras-attn-serve`), so a flag
-  or choice the docs show and the code does not accept fails here.
+  or choice the docs show and the code does not accept fails here. The docs'
+  commands run from the checkout root, where `python -m export` and
+  `python -m recipes.NAME` name the installed `keras_attn.export` and
+  `keras_attn.recipes.NAME`; they are parsed by those modules.
 - `test_walkthrough` then runs the README's path for real, in a temporary
   folder: train (the README's recipe command with a tiny budget appended),
   export (as printed), the TFLite snippet of docs/export.md on the int8
   file, the server, and every `curl` of README.md and docs/serving.md
-  against it.
+  against it (the checkout on `PYTHONPATH`, as from its root).
 - ```text blocks are sample output, and `docker` needs a daemon: neither runs.
 """
 
@@ -27,6 +30,9 @@ import time
 
 import numpy as np
 import pytest
+
+from tests.layout import FOLDER_PACKAGE
+from tests.layout import PACKAGE_DIR
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -82,10 +88,20 @@ class _Parsed(Exception):
     pass
 
 
+def _installed_module(module_name):
+    """The module `python -m module_name` runs from the checkout root, by its
+    installed name (one copy of each module in this process)."""
+    first, _, rest = module_name.partition(".")
+    if first in FOLDER_PACKAGE:
+        module_name = ".".join(filter(None, (FOLDER_PACKAGE[first], rest)))
+    if module_name in PACKAGE_DIR:  # a package run with -m: its __main__
+        module_name += ".__main__"
+    return module_name
+
+
 def _parse(module_name, argv):
     """Run `python -m module_name argv` up to its argument parsing."""
-    module_name = {"export": "export.__main__"}.get(module_name, module_name)
-    module = importlib.import_module(module_name)
+    module = importlib.import_module(_installed_module(module_name))
     original = argparse.ArgumentParser.parse_known_args
 
     def parse_and_stop(self, args=None, namespace=None):
@@ -145,9 +161,9 @@ def _check_command(tokens):
         extras = set(re.search(r"\[(.*)\]", args[2]).group(1).split(","))
         assert extras <= _extras(), f"no such extra: {extras - _extras()}"
     elif program == "keras-attn-serve":
-        assert "keras-attn-serve = export.serve:main" in (
+        assert "keras-attn-serve = keras_attn.export.serve:main" in (
             ROOT / "setup.cfg").read_text()
-        _parse("export.serve", args)
+        _parse("keras_attn.export.serve", args)
     elif program == "curl":
         url = [a for a in args if not a.startswith("-")][-1]
         assert CURL_PATH.match(url), f"not a route of the server: {url}"
@@ -212,6 +228,15 @@ def test_command_splitting():
                                ["r"]]
 
 
+def test_checkout_names_are_parsed_by_the_installed_modules():
+    assert _installed_module("export") == "keras_attn.export.__main__"
+    assert _installed_module("keras_attn.export") == (
+        "keras_attn.export.__main__")
+    assert _installed_module("export.serve") == "keras_attn.export.serve"
+    assert _installed_module("recipes.stn") == "keras_attn.recipes.stn"
+    assert _installed_module("benchmarks.models") == "benchmarks.models"
+
+
 def test_parse_check_catches_a_wrong_flag():
     with pytest.raises(pytest.fail.Exception, match="--no-such-flag"):
         _parse("recipes.cbam_resnet", ["--no-such-flag"])
@@ -229,9 +254,16 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _shell(command, cwd, **kwargs):
+def _checkout_env():
+    """The environment of a command run from the checkout root (its
+    `python -m export`, `python -m recipes.NAME`), run elsewhere."""
     venv = pathlib.Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{venv}:{os.environ['PATH']}"}
+    return {**os.environ, "PATH": f"{venv}:{os.environ['PATH']}",
+            "PYTHONPATH": str(ROOT)}
+
+
+def _shell(command, cwd, **kwargs):
+    env = _checkout_env()
     command = command.replace(".venv/bin/python", sys.executable)
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=env,
                           capture_output=True, text=True, **kwargs)
@@ -279,11 +311,9 @@ def test_walkthrough(tmp_path):
     # 4. Serve as printed, on a free port, and run every curl of the docs.
     port = str(_free_port())
     serve = commands[1].split("#")[0].replace("8501", port)
-    venv = pathlib.Path(sys.executable).parent
     server = subprocess.Popen(
         ["bash", "-c", "exec " + serve.replace("python", sys.executable, 1)],
-        cwd=tmp_path,
-        env={**os.environ, "PATH": f"{venv}:{os.environ['PATH']}"},
+        cwd=tmp_path, env=_checkout_env(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _write_png(tmp_path / "shirt.png")

@@ -30,7 +30,7 @@ def _attention_layers(model):
 
 @pytest.mark.parametrize("module", sorted(RECIPES))
 def test_no_attention_builds_the_baseline_without_warnings(module):
-    recipe = importlib.import_module(f"recipes.{module}")
+    recipe = importlib.import_module(f"keras_attn.recipes.{module}")
     with warnings.catch_warnings():
         # The builders' own deprecation (other libraries' are not ours).
         warnings.filterwarnings(

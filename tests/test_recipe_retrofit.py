@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from recipes import retrofit
+from keras_attn.recipes import retrofit
 
 TINY = ["--backbone", "mobilenet_v2", "--width", "0.35", "--attention",
         "se", "--weights", "pretrain", "--pretrain-images", "128",

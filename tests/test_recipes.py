@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from recipes import cbam_resnet
+from keras_attn.recipes import cbam_resnet
 
 # Trains models: the second tier (`pytest -m slow`).
 pytestmark = pytest.mark.slow
@@ -133,7 +133,7 @@ def test_every_recipe_trains_and_writes_its_outputs(tmp_path, module, extra,
                                                     folder, picture):
     import importlib
 
-    recipe = importlib.import_module(f"recipes.{module}")
+    recipe = importlib.import_module(f"keras_attn.recipes.{module}")
     # Under XLA: one run proves both that the recipe writes its outputs and
     # that it trains with `--jit` (compiling dominates these runs, so the
     # suite does not train every recipe twice).
@@ -158,7 +158,7 @@ RECIPES = ("se_resnet", "cbam_resnet", "aa_resnet", "ltpa",
 def test_jit_default_is_the_recipes_and_shown_in_help(module, capsys):
     import importlib
 
-    recipe = importlib.import_module(f"recipes.{module}")
+    recipe = importlib.import_module(f"keras_attn.recipes.{module}")
     # The defaults were measured on TensorFlow; other backends start off.
     expected = recipe.JIT and keras.backend.backend() == "tensorflow"
     assert recipe.parse_args([]).jit is expected
@@ -174,7 +174,7 @@ def test_jit_default_is_the_recipes_and_shown_in_help(module, capsys):
 
 @pytest.mark.tf_only
 def test_ram_recipe_reports_every_policy_and_exports(tmp_path):
-    from recipes import ram
+    from keras_attn.recipes import ram
 
     metrics = ram.main(
         [*QUICK[:-1], "--no-jit", "--dataset", "centered28", "--glimpses",
@@ -195,7 +195,7 @@ def test_ram_recipe_reports_every_policy_and_exports(tmp_path):
 
 
 def _check_results_table_lists_the_run(cbam_run):
-    from recipes import results
+    from keras_attn.recipes import results
 
     out, metrics = cbam_run
     lines = results.table(out.parent).splitlines()

@@ -33,7 +33,8 @@ def _env(**extra):
 
 def _recipe(args, env, **kwargs):
     return subprocess.Popen(
-        [sys.executable, "-m", "recipes.cbam_resnet", *args], cwd=ROOT,
+        [sys.executable, "-m", "keras_attn.recipes.cbam_resnet", *args],
+        cwd=ROOT,
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         **kwargs,
     )
@@ -157,7 +158,8 @@ def test_recipes_train_on_jax_without_tensorflow(tmp_path):
         "sys.meta_path.insert(0, NoTensorFlow())\n"
         "runs = json.loads(sys.argv[1])\n"
         "for module, args in runs:\n"
-        "    importlib.import_module('recipes.' + module).main(args)\n"
+        "    recipe = importlib.import_module('keras_attn.recipes.' + module)\n"
+        "    recipe.main(args)\n"
         "assert 'tensorflow' not in sys.modules\n"
     )
     full = [a for a in TINY if a != "--no-pictures"]

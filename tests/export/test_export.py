@@ -16,12 +16,12 @@ from benchmarks.tiny_models import BUILDERS
 from benchmarks.tiny_models import SHAPE
 from benchmarks.tiny_models import build
 from benchmarks.tiny_models import trained
-from export import ParityOptions
-from export import TFLiteOptions
-from export import export_model
-from export.calibration import load_images
-from export.tflite_runner import op_names
 from keras_attn.data.fashion_mnist import load_fashion_mnist
+from keras_attn.export import ParityOptions
+from keras_attn.export import TFLiteOptions
+from keras_attn.export import export_model
+from keras_attn.export.calibration import load_images
+from keras_attn.export.tflite_runner import op_names
 
 # Trains models: the second tier (`pytest -m slow`).
 pytestmark = [pytest.mark.tf_only, pytest.mark.slow]

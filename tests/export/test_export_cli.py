@@ -7,16 +7,16 @@ import keras
 import numpy as np
 import pytest
 
-from export import ParityOptions
-from export import TFLiteOptions
-from export import export_model
-from export.__main__ import main as export_main
-from export.__main__ import parser as export_parser
-from export.calibration import load_images
-from export.manifest import sha256
-from export.tflite_runner import TFLiteModel
 from keras_attn import models
 from keras_attn.data.fashion_mnist import load_fashion_mnist
+from keras_attn.export import ParityOptions
+from keras_attn.export import TFLiteOptions
+from keras_attn.export import export_model
+from keras_attn.export.__main__ import main as export_main
+from keras_attn.export.__main__ import parser as export_parser
+from keras_attn.export.calibration import load_images
+from keras_attn.export.manifest import sha256
+from keras_attn.export.tflite_runner import TFLiteModel
 
 # Trains models: the second tier (`pytest -m slow`).
 pytestmark = [pytest.mark.tf_only, pytest.mark.slow]

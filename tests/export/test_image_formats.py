@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from export.serving_graph import ServingGraph
+from keras_attn.export.serving_graph import ServingGraph
 
 pytestmark = pytest.mark.tf_only
 

@@ -11,13 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from export import int8_ranges
-from export.int8_ranges import UNTESTED_TF_ENV
-from export.int8_ranges import UntestedTensorFlowError
-from export.int8_ranges import check_tensorflow
-from export.serving_graph import ServingGraph
-from export.tflite_convert import convert_serving
-from export.tflite_runner import TFLiteModel
+from keras_attn.export import int8_ranges
+from keras_attn.export.int8_ranges import UNTESTED_TF_ENV
+from keras_attn.export.int8_ranges import UntestedTensorFlowError
+from keras_attn.export.int8_ranges import check_tensorflow
+from keras_attn.export.serving_graph import ServingGraph
+from keras_attn.export.tflite_convert import convert_serving
+from keras_attn.export.tflite_runner import TFLiteModel
 
 pytestmark = pytest.mark.tf_only
 

@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from export import ParityOptions
-from export import export_model
-from export import parity
-from export.__main__ import main as export_main
 from keras_attn import models
+from keras_attn.export import ParityOptions
+from keras_attn.export import export_model
+from keras_attn.export import parity
+from keras_attn.export.__main__ import main as export_main
 
 
 def test_figures_against_numpy():

@@ -11,13 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from export import ParityOptions
-from export import SignatureOptions
-from export import TFLiteOptions
-from export import export_model
-from export.__main__ import main as export_main
-from export.int8_ranges import UNTESTED_TF_ENV
-from export.int8_ranges import UntestedTensorFlowError
+from keras_attn.export import ParityOptions
+from keras_attn.export import SignatureOptions
+from keras_attn.export import TFLiteOptions
+from keras_attn.export import export_model
+from keras_attn.export.__main__ import main as export_main
+from keras_attn.export.int8_ranges import UNTESTED_TF_ENV
+from keras_attn.export.int8_ranges import UntestedTensorFlowError
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ import pytest
 import tensorflow as tf
 from starlette.testclient import TestClient
 
-from export import serve
+from keras_attn.export import serve
 
 pytestmark = pytest.mark.tf_only
 
@@ -606,7 +606,7 @@ def test_setup_cfg_installs_the_server_and_its_console_script():
     config = configparser.ConfigParser()
     config.read(os.path.join(REPO_ROOT, "setup.cfg"))
     scripts = config["options.entry_points"]["console_scripts"]
-    assert "keras-attn-serve = export.serve:main" in scripts
+    assert "keras-attn-serve = keras_attn.export.serve:main" in scripts
     extras = config["options.extras_require"]
     for package in ("starlette", "uvicorn"):
         assert package in extras["serve"] and package in extras["dev"]
@@ -617,8 +617,8 @@ def test_serves_a_real_keras_attn_export_like_the_keras_model(tmp_path):
     """`export.export_model` output (a CBAM ResNet-20) served end to end
     on real Fashion-MNIST images: same probabilities as Keras, from
     float images and from PNG bytes alike."""
-    from export import export_model
     from keras_attn.data.fashion_mnist import load_fashion_mnist
+    from keras_attn.export import export_model
     from keras_attn.models import resnet
 
     model = resnet((28, 28, 1), 10, depth=20, attention="cbam")

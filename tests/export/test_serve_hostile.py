@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import serve
-from export._images import image_size
-from export._rest_json import decode_base64
+from keras_attn.export import serve
+from keras_attn.export._images import image_size
+from keras_attn.export._rest_json import decode_base64
 
 pytestmark = pytest.mark.tf_only
 
@@ -647,7 +647,7 @@ def test_animated_webp_is_refused_before_it_reaches_the_decoder(server):
 def test_unknown_and_broken_headers():
     assert image_size(b"hello") is None
     assert image_size(_pillow_image("TIFF")) is None  # TF cannot decode it
-    from export._images import ImageHeaderError
+    from keras_attn.export._images import ImageHeaderError
 
     for broken in (b"\x89PNG\r\n\x1a\n\0\0", b"\xff\xd8\xff\xd9", b"GIF89a",
                    b"BM\0\0", b"RIFF\0\0\0\0WEBPJUNK\0\0\0\0"):

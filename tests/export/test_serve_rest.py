@@ -10,15 +10,15 @@ import math
 import numpy as np
 import pytest
 
-from export._rest_json import RestError
-from export._rest_json import TensorInfo
-from export._rest_json import columns_to_arrays
-from export._rest_json import dumps
-from export._rest_json import outputs_to_columns
-from export._rest_json import outputs_to_rows
-from export._rest_json import parse_predict_body
-from export._rest_json import rows_to_arrays
-from export._rest_json import to_array
+from keras_attn.export._rest_json import RestError
+from keras_attn.export._rest_json import TensorInfo
+from keras_attn.export._rest_json import columns_to_arrays
+from keras_attn.export._rest_json import dumps
+from keras_attn.export._rest_json import outputs_to_columns
+from keras_attn.export._rest_json import outputs_to_rows
+from keras_attn.export._rest_json import parse_predict_body
+from keras_attn.export._rest_json import rows_to_arrays
+from keras_attn.export._rest_json import to_array
 
 IMAGES = {"images": TensorInfo("images", "DT_FLOAT", (None, 2, 2, 1))}
 TWO = {
@@ -163,8 +163,8 @@ def test_string_outputs_are_text_or_b64_like_tf_serving():
 
 
 def test_json_size_counts_structure_outside_strings():
-    from export._rest_json import json_size
-    from export._rest_json import max_json_size
+    from keras_attn.export._rest_json import json_size
+    from keras_attn.export._rest_json import max_json_size
 
     assert json_size(b'{"a": "x,[{y", "b": [[1, 2], [3, 4]]}') == 8
     assert json_size(b'{"s": "\\",[[[", "t": 1}') == 2  # escaped quote

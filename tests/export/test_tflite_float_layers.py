@@ -22,18 +22,18 @@ import numpy as np
 import pytest
 from tensorflow.lite.tools import flatbuffer_utils
 
-from export.calibration import load_images
-from export.int8_ranges import bypass_round_trips
-from export.int8_ranges import calibrate
-from export.int8_ranges import float_layers_of
-from export.int8_ranges import int8_sublayers_of
-from export.int8_ranges import island_tensors
-from export.int8_ranges import quantize
-from export.serving_graph import ServingGraph
-from export.tflite_convert import convert_serving
-from export.tflite_runner import inspecting_interpreter
-from export.tflite_runner import op_names
 from keras_attn import models
+from keras_attn.export.calibration import load_images
+from keras_attn.export.int8_ranges import bypass_round_trips
+from keras_attn.export.int8_ranges import calibrate
+from keras_attn.export.int8_ranges import float_layers_of
+from keras_attn.export.int8_ranges import int8_sublayers_of
+from keras_attn.export.int8_ranges import island_tensors
+from keras_attn.export.int8_ranges import quantize
+from keras_attn.export.serving_graph import ServingGraph
+from keras_attn.export.tflite_convert import convert_serving
+from keras_attn.export.tflite_runner import inspecting_interpreter
+from keras_attn.export.tflite_runner import op_names
 from keras_attn.layers import AttentionAugmentedConv2D
 
 pytestmark = pytest.mark.tf_only

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from tensorflow.lite.tools import flatbuffer_utils
 
-from export.calibration import load_images
-from export.int8_ranges import SAME_SCALE_OPS
-from export.int8_ranges import calibrate
-from export.int8_ranges import harmonize_ranges
-from export.serving_graph import ServingGraph
-from export.tflite_convert import convert_serving
-from export.tflite_runner import inspecting_interpreter
+from keras_attn.export.calibration import load_images
+from keras_attn.export.int8_ranges import SAME_SCALE_OPS
+from keras_attn.export.int8_ranges import calibrate
+from keras_attn.export.int8_ranges import harmonize_ranges
+from keras_attn.export.serving_graph import ServingGraph
+from keras_attn.export.tflite_convert import convert_serving
+from keras_attn.export.tflite_runner import inspecting_interpreter
 from keras_attn.layers import CBAM
 
 pytestmark = pytest.mark.tf_only
@@ -151,7 +151,7 @@ def _preactivation_graph(dead_channel):
 
 
 def test_unfolded_batch_norm_with_a_dead_channel_stays_float(images):
-    from export.int8_ranges import imprecise_constant_ops
+    from keras_attn.export.int8_ranges import imprecise_constant_ops
 
     healthy = calibrate(_preactivation_graph(False), images)
     assert imprecise_constant_ops(healthy) == []
@@ -197,7 +197,7 @@ def _all_values(flatbuffer, images):
 
 
 def test_clipped_ranges_lower_the_round_trip_error(cbam_graph, images):
-    from export.int8_ranges import clip_ranges
+    from keras_attn.export.int8_ranges import clip_ranges
 
     raw = calibrate(cbam_graph, images)
     before = _ranges(raw)

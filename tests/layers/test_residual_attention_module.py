@@ -272,7 +272,7 @@ def test_jit_matches_eager():
 @pytest.mark.tf_only
 @pytest.mark.parametrize("mask_activation", ACTIVATIONS)
 def test_tflite_matches(mask_activation):
-    from export.tflite_runner import op_names
+    from keras_attn.export.tflite_runner import op_names
 
     layer = _module(8, mask_activation=mask_activation)
     model = harness.wrap(layer, (13, 11, 4), return_attention=True)

@@ -253,7 +253,7 @@ def test_a_trained_model_keeps_its_predictions_and_saves(fashion_cnn,
 @pytest.mark.tf_only
 def test_a_retrofitted_model_exports_with_tflite_parity(fashion_cnn,
                                                         tmp_path):
-    from export.__main__ import main as export_main
+    from keras_attn.export.__main__ import main as export_main
 
     model, _ = fashion_cnn
     new = models.add_attention(model, "cbam", reduction=2)

@@ -246,7 +246,7 @@ def test_bad_shapes_name_layer_and_argument(shapes, argument):
 
 @pytest.mark.tf_only
 def test_tflite_builtins_match():
-    from export.tflite_runner import op_names
+    from keras_attn.export.tflite_runner import op_names
 
     model = harness.wrap(GlimpseSensor(4, 3, 2), [(20, 18, 2), (2,)])
     inputs = harness.random_inputs([(2, 20, 18, 2), (2, 2)], seed=6)

@@ -341,9 +341,9 @@ def test_keras_file_roundtrip(tmp_path):
 def test_inference_model_exports_to_saved_model_and_tflite(tmp_path):
     import tensorflow as tf
 
-    from export.saved_model import write_saved_model
-    from export.tflite_runner import op_names
-    from export.tflite_runner import run_tflite
+    from keras_attn.export.saved_model import write_saved_model
+    from keras_attn.export.tflite_runner import op_names
+    from keras_attn.export.tflite_runner import run_tflite
 
     # LSTM: the larger op set (the rnn core is a subset: FULLY_CONNECTED,
     # ADD, RELU).
