@@ -206,7 +206,7 @@ def _sasa(arm, input_shape, num_classes):
 
 def _ram(arm, input_shape, num_classes, seed=0):
     if arm == "fc":
-        from recipes.ram import fc_baseline
+        from keras_attn.recipes.ram import fc_baseline
 
         return fc_baseline(input_shape, num_classes)
     if arm == "cnn":

@@ -49,12 +49,6 @@ from tests.layout import module_name
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHECKED = ("keras_attn", "export", "recipes", "benchmarks")  # folders
 OURS = (*CHECKED, "tests")  # first names of imports of our code
-# Imports by a checkout name left where they are, each with its reason.
-CHECKOUT_NAMES_ALLOWED = {
-    # Owned by the fidelity benchmark's running job; switch it to
-    # `keras_attn.recipes.ram` once that job is done (issue 18).
-    ("benchmarks.fidelity", "recipes.ram"),
-}
 
 # Lowest tier first. A node may import nodes of lower tiers only.
 ORDER = (
@@ -343,13 +337,10 @@ def test_nothing_imports_tests():
 
 
 def test_nothing_imports_export_or_recipes_by_their_checkout_names():
-    lines, allowed = [], set()
+    lines = []
     for scanner in SCANNERS:
         for target, line, _ in scanner.imports:
             if target.split(".")[0] not in FOLDER_PACKAGE:
-                continue
-            if (scanner.module, target) in CHECKOUT_NAMES_ALLOWED:
-                allowed.add((scanner.module, target))
                 continue
             lines.append(f"{_where(scanner, line)}: {target} (import "
                          f"{_installed(target)}, or relatively inside "
@@ -357,9 +348,6 @@ def test_nothing_imports_export_or_recipes_by_their_checkout_names():
     assert not lines, (
         "imports by checkout names, which are not installed:\n  "
         + "\n  ".join(lines))
-    assert allowed == CHECKOUT_NAMES_ALLOWED, (
-        "allowed checkout-name imports that are gone (drop them from "
-        f"CHECKOUT_NAMES_ALLOWED): {CHECKOUT_NAMES_ALLOWED - allowed}")
 
 
 def test_no_module_uses_another_modules_private_names():
