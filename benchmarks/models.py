@@ -67,10 +67,16 @@ def trainer(recipe, argv, jit):
     info = data.dataset_info(args.dataset)
     model = recipe.builder(args)(tuple(info.input_shape),
                                  int(info.num_classes))
-    compile_model = getattr(recipe, "compile_model",
-                            common.compile_classifier)
-    compile_model(model, args)
-    if compile_model is common.compile_classifier:
+    # As the recipe's main() compiles it: RAM carries its own loss and
+    # metrics (train_step); every other model is a classifier.
+    if recipe.__name__.endswith(".ram") and args.attention:
+        model.compile(optimizer=keras.optimizers.Adam(args.lr),
+                      jit_compile=args.jit)
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(args.lr),
+                      loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"],
+                      jit_compile=common.jit_compile(args))
         common.build_training_state(model)
     return model, args
 

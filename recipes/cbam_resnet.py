@@ -9,6 +9,8 @@ TFLite (builtin ops) under `--output-dir/cbam_resnet[_baseline]/`.
     python -m recipes.cbam_resnet --no-attention  # the baseline
 """
 
+import keras
+
 from . import common
 
 # Measured, not assumed: see benchmarks/results/models.json.
@@ -40,10 +42,33 @@ def builder(args):
 def main(argv=None):
     args = parse_args(argv)
     name = "cbam_resnet" if args.attention else "cbam_resnet_baseline"
+    # Seed, mixed precision, strategy, run folder, data (validation held
+    # out of the training split) and callbacks.
+    run = common.setup(args, name)
+
+    with run.scope():
+        model = builder(args)(run.input_shape, run.num_classes)
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=common.jit_compile(args),
+        )
+    common.prepare_fit(model, run)
+
+    history = model.fit(
+        run.train,
+        validation_data=run.val,
+        epochs=args.epochs,
+        steps_per_epoch=run.steps_per_epoch,
+        callbacks=run.callbacks,
+        shuffle=False,  # the data pipeline shuffles, every epoch anew
+    )
+    scores = model.evaluate(run.test, return_dict=True)
     # The last block's output and its CBAM spatial map (`_2`), 7x7 on 28x28.
     last = "stage3_block3"
     pictures = common.grad_cam_pictures(f"{last}_out", f"{last}_cbam_2")
-    return common.train(builder(args), args, name, pictures=pictures)
+    return common.write_outputs(run, model, history, scores, pictures=pictures)
 
 
 if __name__ == "__main__":

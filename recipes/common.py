@@ -1,9 +1,11 @@
-"""Plumbing shared by the recipes: flags, data, distribution, training,
-outputs and export.
+"""Helpers the recipes share: flags, set-up (seed, precision, strategy,
+output folder, data), callbacks, pictures, export and the output files.
 
-A recipe script only says which model to build; everything else (the same
-flags, the same data pipeline, the same outputs) lives here so recipes stay
-short and comparable. What a run writes under `--output-dir/NAME/`:
+The training itself is in each recipe's `main()`, which reads top to
+bottom: parse the flags, `setup(...)`, build the model (inside the
+strategy's scope), `model.compile`, `model.fit` on the training images with
+the held-out validation images, `model.evaluate` once on the test split,
+`write_outputs(...)`. What a run writes under `--output-dir/NAME/`:
 
 - `backup/`: `keras.callbacks.BackupAndRestore` state. A run that is killed
   and restarted with the same command resumes from the last finished epoch;
@@ -16,6 +18,11 @@ short and comparable. What a run writes under `--output-dir/NAME/`:
 - `export/NAME/1/` (TF Serving SavedModel) and
   `export/NAME/tflite/model_float32.tflite` with their `manifest.json`
   (TensorFlow backend, `--export`; see `python -m export` for more).
+
+Data: validation is a held-out slice of the training split (the first
+`--val-images` images, never trained on); training uses the images after
+it (`--train-images` of them at most); the test split is evaluated once,
+after training.
 
 Distribution (`--strategy`, TensorFlow backend):
 
@@ -36,6 +43,8 @@ default`; TensorBoard, SavedModel and TFLite are skipped there.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -55,6 +64,7 @@ DATASETS = (
 )
 STRATEGIES = ("default", "mirrored", "multiworker")
 PICTURE_IMAGES = 8  # fixed: the first test images, the same in every run
+VAL_IMAGES = 5000  # default validation slice of a full training split
 
 
 def parser(description, datasets=DATASETS, jit=False, jit_note=None,
@@ -94,7 +104,13 @@ def parser(description, datasets=DATASETS, jit=False, jit_note=None,
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="cap the steps per epoch (quick smoke runs)")
     p.add_argument("--train-images", type=int, default=None,
-                   help="use only the first N training images")
+                   help="train on at most N images (those after the "
+                        "validation images)")
+    p.add_argument("--val-images", type=int, default=None,
+                   help="hold out the first N training images for "
+                        f"validation (default: {VAL_IMAGES}, or a tenth "
+                        "of --train-images when that is smaller; 0: no "
+                        "validation)")
     p.add_argument("--test-images", type=int, default=None,
                    help="evaluate on the first N test images only")
     p.add_argument("--output-dir", default=defaults.get("output_dir", "runs"))
@@ -111,7 +127,63 @@ def is_tensorflow():
 
 
 # ----------------------------------------------------------------------------
-# Distribution
+# Set-up: seed, precision, strategy, output folder, data
+
+
+@dataclasses.dataclass
+class Run:
+    """What `setup` prepared for one recipe run."""
+
+    args: argparse.Namespace
+    name: str
+    out: str  # the run folder
+    is_chief: bool
+    strategy: object  # a tf.distribute strategy, None off TensorFlow
+    train: object  # tf.data (endless) or ArrayBatches
+    val: object  # None with --val-images 0
+    test: object
+    input_shape: tuple
+    num_classes: int
+    counts: dict  # images per split: train, val, test
+    steps_per_epoch: int
+    callbacks: list
+
+    def scope(self):
+        """The strategy's scope (nothing to enter without one)."""
+        if self.strategy is None:
+            return contextlib.nullcontext()
+        return self.strategy.scope()
+
+    @property
+    def speed(self):
+        return next(c for c in self.callbacks if isinstance(c, Throughput))
+
+
+def setup(args, name):
+    """Seed, mixed precision, strategy, run folder, data and callbacks."""
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_dtype_policy("mixed_float16")
+    strategy = make_strategy(args)
+    out, is_chief = output_dir(args, name)
+    info = dataset_info(args.dataset)
+    counts = split_counts(args, info["num_examples"])
+    train, val, test = load_data(args, counts)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+        Throughput(args.batch_size),
+    ]
+    if is_tensorflow():
+        callbacks.append(
+            keras.callbacks.TensorBoard(os.path.join(out, "logs")))
+    # Whole batches of the training images; --steps-per-epoch only caps
+    # that, so an epoch never asks for more batches than there are.
+    steps = max(1, counts["train"] // args.batch_size)
+    if args.steps_per_epoch:
+        steps = min(steps, args.steps_per_epoch)
+    return Run(args, name, out, is_chief, strategy, train, val, test,
+               tuple(info["input_shape"]), int(info["num_classes"]), counts,
+               steps, callbacks)
 
 
 def _task():
@@ -157,80 +229,132 @@ def make_strategy(args):
     return tf.distribute.get_strategy()
 
 
-# ----------------------------------------------------------------------------
-# Data
+def output_dir(args, name):
+    """`(folder, is_chief)`; a multi-worker non-chief writes beside it."""
+    is_chief, index = _task()
+    out = os.path.join(args.output_dir, name)
+    if args.strategy == "multiworker" and not is_chief:
+        out = os.path.join(out, f"_worker{index}")
+    os.makedirs(out, exist_ok=True)
+    return out, is_chief
 
 
-def load_data(args, strategy=None):
-    """`(train, test, info)`: tf.data pipelines on TensorFlow, NumPy
-    `(x, y)` tuples elsewhere. Images are float32 in [0, 1]."""
-    from keras_attn import data
-
+def dataset_info(dataset):
+    """Shapes, classes and split sizes, without reading data (a dict)."""
     if is_tensorflow():
-        info = data.dataset_info(args.dataset)
-        # One endless, re-shuffled (and re-augmented) stream: every epoch
-        # sees new draws; `train_steps` says where an epoch ends.
-        train = data.load(
-            args.dataset, "train", batch_size=args.batch_size,
-            seed=args.seed, limit=args.train_images, drop_remainder=True,
-            repeat=True,
-        )
-        test = data.load(
-            args.dataset, "test", batch_size=args.batch_size,
-            seed=args.seed, limit=args.test_images, drop_remainder=False,
-        )
-        if strategy is not None and args.strategy == "multiworker":
-            import tensorflow as tf
+        from keras_attn import data
 
-            # Every worker reads the whole (small) split and takes its share
-            # of the batches; the per-worker batch is global / workers.
-            options = tf.data.Options()
-            options.experimental_distribute.auto_shard_policy = (
-                tf.data.experimental.AutoShardPolicy.DATA
-            )
-            train = train.with_options(options)
-            test = test.with_options(options)
-        return train, test, info
-    if args.dataset != "fashion_mnist":
+        return dataclasses.asdict(data.dataset_info(dataset))
+    if dataset != "fashion_mnist":
         raise SystemExit(
-            f"--dataset {args.dataset} is read through tensorflow-datasets; "
+            f"--dataset {dataset} is read through tensorflow-datasets; "
             "on other backends only fashion_mnist (NumPy) is available"
         )
-    from keras_attn.data.fashion_mnist import CLASS_NAMES
+    return {"input_shape": (28, 28, 1), "num_classes": 10,
+            "num_examples": {"train": 60000, "test": 10000}}
+
+
+def split_counts(args, num_examples):
+    """Images per split: `val` from the start of the training split,
+    `train` after it, `test` from the test split."""
+    total = num_examples["train"]
+    val = args.val_images
+    if val is None:
+        val = min(VAL_IMAGES, (args.train_images or total) // 10)
+    if not 0 <= val < total:
+        raise SystemExit(f"--val-images {val}: expected 0 to {total - 1}")
+    train = total - val
+    if args.train_images:
+        train = min(train, args.train_images)
+    test = num_examples["test"]
+    if args.test_images:
+        test = min(test, args.test_images)
+    return {"train": train, "val": val, "test": test}
+
+
+def load_data(args, counts):
+    """`(train, val, test)`: tf.data on TensorFlow (train endless and
+    re-shuffled every epoch), `ArrayBatches` elsewhere. Images are float32
+    in [0, 1]; `val` is None when `counts["val"]` is 0."""
+    if not is_tensorflow():
+        arrays = split_arrays(args.dataset, counts)
+        return (ArrayBatches(*arrays["train"], args.batch_size,
+                             shuffle_seed=args.seed),
+                ArrayBatches(*arrays["val"], args.batch_size)
+                if counts["val"] else None,
+                ArrayBatches(*arrays["test"], args.batch_size))
+    from keras_attn import data
+
+    def load(split, **kwargs):
+        return data.load(args.dataset, split, batch_size=args.batch_size,
+                         seed=args.seed, **kwargs)
+
+    train = load("train", skip=counts["val"], limit=counts["train"],
+                 drop_remainder=True, repeat=True)
+    val = (load("train", limit=counts["val"], augment=False, shuffle=False,
+                drop_remainder=False) if counts["val"] else None)
+    test = load("test", limit=counts["test"], drop_remainder=False)
+    if args.strategy == "multiworker":
+        import tensorflow as tf
+
+        # Every worker reads the whole (small) split and takes its share
+        # of the batches; the per-worker batch is global / workers.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        train, test = train.with_options(options), test.with_options(options)
+        val = val.with_options(options) if val is not None else None
+    return train, val, test
+
+
+def split_arrays(dataset, counts):
+    """The NumPy path: `{split: (images, labels)}` for train, val and test,
+    val and train from disjoint ranges of the training split."""
     from keras_attn.data.fashion_mnist import load_fashion_mnist
 
-    def arrays(split, limit):
-        x, y = load_fashion_mnist(split)
-        if limit:
-            x, y = x[:limit], y[:limit]
-        return (x[..., None].astype("float32") / 255.0, y.astype("int32"))
+    def scaled(x, y):
+        return x[..., None].astype("float32") / 255.0, y.astype("int32")
 
-    info = {"input_shape": (28, 28, 1), "num_classes": 10,
-            "class_names": list(CLASS_NAMES),
-            "num_examples": {"train": 60000, "test": 10000}}
-    return (arrays("train", args.train_images),
-            arrays("test", args.test_images), info)
-
-
-def _info(info, key):
-    return info[key] if isinstance(info, dict) else getattr(info, key)
+    x, y = load_fashion_mnist("train")
+    val = counts["val"]
+    train = slice(val, val + counts["train"])
+    test_x, test_y = load_fashion_mnist("test")
+    return {"train": scaled(x[train], y[train]),
+            "val": scaled(x[:val], y[:val]),
+            "test": scaled(test_x[:counts["test"]], test_y[:counts["test"]])}
 
 
-def train_steps(args, info):
-    """Steps per epoch: `--steps-per-epoch`, or one pass over the training
-    images (whole batches)."""
-    if args.steps_per_epoch:
-        return args.steps_per_epoch
-    images = _info(info, "num_examples")["train"]
-    if args.train_images:
-        images = min(images, args.train_images)
-    return max(1, images // args.batch_size)
+class ArrayBatches(keras.utils.PyDataset):
+    """Batches of NumPy arrays for the other backends; with `shuffle_seed`
+    a new order every epoch and only whole batches (as the tf.data path)."""
+
+    def __init__(self, x, y, batch_size, shuffle_seed=None):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.rng = (np.random.default_rng(shuffle_seed)
+                    if shuffle_seed is not None else None)
+        self.order = np.arange(len(x))
+        self.on_epoch_end()
+
+    def __len__(self):
+        if self.rng is not None:
+            return max(1, len(self.x) // self.batch_size)
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i):
+        rows = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]
+
+    def on_epoch_end(self):
+        if self.rng is not None:
+            self.order = self.rng.permutation(len(self.x))
 
 
 def picture_images(test, count=PICTURE_IMAGES):
     """The first `count` test images (and labels) as NumPy arrays."""
-    if isinstance(test, tuple):
-        return test[0][:count], test[1][:count]
+    if isinstance(test, ArrayBatches):
+        return test.x[:count], test.y[:count]
     xs, ys = [], []
     for x, y in test:
         xs.append(np.asarray(x))
@@ -241,7 +365,50 @@ def picture_images(test, count=PICTURE_IMAGES):
 
 
 # ----------------------------------------------------------------------------
-# Training
+# Compiling and training
+
+
+def jit_compile(args):
+    """`--jit`, except under a tf.distribute strategy: XLA fails there
+    (graph execution error with MirroredStrategy on logical CPUs)."""
+    return args.jit and args.strategy == "default"
+
+
+def prepare_fit(model, run, build_state=True):
+    """What `model.fit` needs before its first step, after `compile`.
+
+    Under `--strategy multiworker`, patch Keras' trainer (see
+    `_multiworker`). Without a strategy (`run.strategy` is None: the other
+    backends) and with `build_state` (a classifier), create the optimizer's
+    and the metrics' variables now (`build_training_state`). On TensorFlow
+    every run has a strategy (the default one for `--strategy default`),
+    under which Keras builds them itself before tracing.
+    """
+    if run.args.strategy == "multiworker":
+        from ._multiworker import patch_fit
+
+        patch_fit(model, next(iter(run.train)))
+    elif build_state and run.strategy is None:
+        build_training_state(model)
+
+
+def build_training_state(model):
+    """Create the optimizer's and the metrics' variables of a compiled
+    classifier now.
+
+    Without a distribution strategy, `fit` leaves them to the first trace
+    of the train step; a `tf.function` that creates variables is traced
+    twice, which doubles the start-up (over a minute for Attention-56 on 2
+    cores). `benchmarks.models` uses it too.
+    """
+    model.optimizer.build(model.trainable_variables)
+    shapes = [(1, *tuple(t.shape)[1:]) for t in model.inputs]
+    x = [np.zeros(s, "float32") for s in shapes]
+    x = x[0] if len(x) == 1 else x
+    y_pred = model(x, training=False)
+    y = np.zeros((1,), "int32")
+    model.compute_metrics(x, y, y_pred)
+    model.reset_metrics()
 
 
 class Throughput(keras.callbacks.Callback):
@@ -271,108 +438,20 @@ class Throughput(keras.callbacks.Callback):
             )
 
 
-def output_dir(args, name):
-    is_chief, index = _task()
-    out = os.path.join(args.output_dir, name)
-    if args.strategy == "multiworker" and not is_chief:
-        out = os.path.join(out, f"_worker{index}")
-    os.makedirs(out, exist_ok=True)
-    return out, is_chief
+# ----------------------------------------------------------------------------
+# Outputs
 
 
-def compile_classifier(model, args):
-    model.compile(
-        optimizer=keras.optimizers.Adam(args.lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        # XLA fails under tf.distribute strategies here (graph execution
-        # error with MirroredStrategy on logical CPUs): train without it.
-        jit_compile=args.jit and args.strategy == "default",
-    )
-
-
-def build_training_state(model):
-    """Create the optimizer's and the metrics' variables now.
-
-    Without a distribution strategy, TensorFlow's `fit` leaves them to the
-    first trace of the train step; a `tf.function` that creates variables
-    is traced twice, which doubles the start-up of every recipe (over a
-    minute for Attention-56 on 2 cores). Under a strategy Keras builds them
-    itself before tracing.
-    """
-    model.optimizer.build(model.trainable_variables)
-    shapes = [(1, *tuple(t.shape)[1:]) for t in model.inputs]
-    x = [np.zeros(s, "float32") for s in shapes]
-    x = x[0] if len(x) == 1 else x
-    y_pred = model(x, training=False)
-    y = np.zeros((1,), "int32")
-    model.compute_metrics(x, y, y_pred)
-    model.reset_metrics()
-
-
-def train(build_model, args, name, compile_model=compile_classifier,
-          pictures=None, extra_metrics=None):
-    """Train `build_model(input_shape, num_classes)` with the recipe flags,
-    evaluate on the test split, save, draw and export. Returns the metrics.
-
-    `compile_model(model, args)` compiles (default: Adam + sparse
-    cross-entropy + accuracy). `pictures(model, images, labels, out)` may
-    draw recipe-specific PNGs and return their paths. `extra_metrics(model,
-    test)` may add entries to `metrics.json`.
-    """
-    keras.utils.set_random_seed(args.seed)
-    if args.mixed_precision:
-        keras.mixed_precision.set_dtype_policy("mixed_float16")
-    strategy = make_strategy(args)
-    out, is_chief = output_dir(args, name)
-    train_data, test_data, info = load_data(args, strategy)
-    input_shape = tuple(_info(info, "input_shape"))
-    num_classes = int(_info(info, "num_classes"))
-
-    if strategy is not None:
-        with strategy.scope():
-            model = build_model(input_shape, num_classes)
-            compile_model(model, args)
-    else:
-        model = build_model(input_shape, num_classes)
-        compile_model(model, args)
-        if compile_model is compile_classifier:
-            build_training_state(model)
-
-    if args.strategy == "multiworker":
-        from ._multiworker import patch_fit
-
-        patch_fit(model, next(iter(train_data)))
-    speed = Throughput(args.batch_size)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
-        speed,
-    ]
-    if is_tensorflow():
-        callbacks.append(
-            keras.callbacks.TensorBoard(os.path.join(out, "logs"))
-        )
-    fit_kwargs = {"epochs": args.epochs, "callbacks": callbacks,
-                  "verbose": 1}
-    # The test split is evaluated after every epoch (TensorBoard curves);
-    # it is not used for any choice during training, so the last epoch's
-    # validation pass is the reported test evaluation.
-    if isinstance(train_data, tuple):
-        history = model.fit(*train_data, batch_size=args.batch_size,
-                            shuffle=True,
-                            steps_per_epoch=args.steps_per_epoch,
-                            validation_data=test_data, **fit_kwargs)
-    else:
-        history = model.fit(train_data, steps_per_epoch=train_steps(args, info),
-                            validation_data=test_data, **fit_kwargs)
-    scores = {key[len("val_"):]: values[-1]
-              for key, values in history.history.items()
-              if key.startswith("val_")}
-
-    model_path = os.path.join(out, "model.keras")
-    model.save(model_path)
+def write_outputs(run, model, history, scores, pictures=None, extra=None):
+    """`model.keras`, `history.json`, `metrics.json` (returned), and on the
+    chief the pictures and the export. `scores` is `model.evaluate(test,
+    return_dict=True)`; `pictures(model, images, labels, out)` may draw
+    the recipe's own PNGs; `extra` adds entries to `metrics.json`."""
+    args, out = run.args, run.out
+    model.save(os.path.join(out, "model.keras"))
+    speed = run.speed.images_per_second
     metrics = {
-        "recipe": name,
+        "recipe": run.name,
         "dataset": args.dataset,
         "attention": args.attention,
         "epochs": args.epochs,
@@ -382,37 +461,41 @@ def train(build_model, args, name, compile_model=compile_classifier,
         # What Keras kept: it falls back to no XLA for a model with a layer
         # that does not support it, or under run_eagerly.
         "jit": bool(model.jit_compile),
-        "replicas": (strategy.num_replicas_in_sync if strategy is not None
-                     else 1),
+        "replicas": (run.strategy.num_replicas_in_sync
+                     if run.strategy is not None else 1),
         "backend": keras.backend.backend(),
         "seed": args.seed,
+        "train_images": run.counts["train"],
+        "val_images": run.counts["val"],
+        "test_images": run.counts["test"],
+        "val_accuracy": _last(history.history.get("val_accuracy")),
         "test_accuracy": float(scores.get("accuracy", np.nan)),
         "test_loss": float(scores["loss"]),
         "test_metrics": {k: float(v) for k, v in scores.items()},
         "params": int(model.count_params()),
-        "train_images_per_second": (
-            float(np.mean(speed.images_per_second))
-            if speed.images_per_second else None
-        ),
-        "model": model_path,
+        "train_images_per_second": float(np.mean(speed)) if speed else None,
+        # Paths in metrics.json are relative to the run folder, so a run
+        # folder can be moved or shared as a whole.
+        "model": "model.keras",
+        **(extra or {}),
     }
-    if extra_metrics is not None:
-        metrics.update(extra_metrics(model, test_data))
-    if is_chief:
-        images, labels = picture_images(test_data)
+    if run.is_chief:
+        images, labels = picture_images(run.test)
         if args.pictures:
-            # Paths in metrics.json are relative to the run folder, so a
-            # run folder can be moved or shared as a whole.
-            metrics["pictures"] = [os.path.relpath(path, out) for path in
-                                   draw_pictures(model, images, labels, out,
-                                                 pictures)]
+            metrics["pictures"] = [
+                os.path.relpath(path, out) for path in
+                draw_pictures(model, images, labels, out, pictures)]
         if args.export and is_tensorflow():
-            metrics["export"] = export(model, images, out, name,
+            metrics["export"] = export(model, images, out, run.name,
                                        args.dataset)
-    _write_json(os.path.join(out, "history.json"), history.history)
-    _write_json(os.path.join(out, "metrics.json"), metrics)
+    write_json(os.path.join(out, "history.json"), history.history)
+    write_json(os.path.join(out, "metrics.json"), metrics)
     print(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _last(values):
+    return float(values[-1]) if values else None
 
 
 def draw_pictures(model, images, labels, out, pictures=None):
@@ -458,8 +541,8 @@ def export(model, images, out, name, dataset):
     """The TF Serving SavedModel (`out/export/NAME/VERSION/`) and the float
     TFLite file (`out/export/NAME/tflite/model_float32.tflite`), with their
     gap to the Keras model measured on the picture images; paths relative
-    to `out`. `python -m
-    export` makes the quantized files from `model.keras`."""
+    to `out`. `python -m export` makes the quantized files from
+    `model.keras`."""
     from keras_attn.export import ParityOptions
     from keras_attn.export import SignatureOptions
     from keras_attn.export import export_model
@@ -482,6 +565,6 @@ def export(model, images, out, name, dataset):
     }
 
 
-def _write_json(path, obj):
+def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=2, default=float)

@@ -9,6 +9,8 @@ VGG classifying the global feature alone). `--width` scales the VGG widths
     python -m recipes.ltpa --compatibility dp --head indep --width 0.25
 """
 
+import keras
+
 from . import common
 
 # Measured, not assumed: see benchmarks/results/models.json.
@@ -45,7 +47,30 @@ def main(argv=None):
     args = parse_args(argv)
     name = (f"ltpa_{args.compatibility}_{args.head}" if args.attention
             else "ltpa_baseline")
-    return common.train(builder(args), args, name)
+    # Seed, mixed precision, strategy, run folder, data (validation held
+    # out of the training split) and callbacks.
+    run = common.setup(args, name)
+
+    with run.scope():
+        model = builder(args)(run.input_shape, run.num_classes)
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=common.jit_compile(args),
+        )
+    common.prepare_fit(model, run)
+
+    history = model.fit(
+        run.train,
+        validation_data=run.val,
+        epochs=args.epochs,
+        steps_per_epoch=run.steps_per_epoch,
+        callbacks=run.callbacks,
+        shuffle=False,  # the data pipeline shuffles, every epoch anew
+    )
+    scores = model.evaluate(run.test, return_dict=True)
+    return common.write_outputs(run, model, history, scores)
 
 
 if __name__ == "__main__":

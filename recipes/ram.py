@@ -16,6 +16,8 @@ ReLU layers of 256 units on the whole image).
 
 import os
 
+import keras
+
 from . import common
 
 TASKS = ("centered28", "translated60", "cluttered60", "cluttered100")
@@ -23,8 +25,6 @@ TASKS = ("centered28", "translated60", "cluttered60", "cluttered100")
 
 def fc_baseline(input_shape, num_classes):
     """The paper's "FC, 2 layers (256 hiddens each)" baseline."""
-    import keras
-
     inputs = keras.Input(input_shape)
     x = keras.layers.Flatten()(inputs)
     for i in (1, 2):
@@ -79,29 +79,44 @@ def builder(args):
     return build
 
 
-def compile_model(model, args):
-    """The FC baseline is a classifier; RAM carries its own hybrid loss
-    and metrics (`train_step`), so it only needs the optimizer."""
-    if not args.attention:
-        return common.compile_classifier(model, args)
-    import keras
-
-    model.compile(optimizer=keras.optimizers.Adam(args.lr),
-                  jit_compile=args.jit)
-
-
 def main(argv=None):
     args = parse_args(argv)
+    name = (f"ram_{args.dataset}_{args.glimpses}g" if args.attention
+            else f"ram_{args.dataset}_fc_baseline")
+    # Seed, strategy, run folder, data (validation held out of the
+    # training split) and callbacks.
+    run = common.setup(args, name)
 
-    import keras
+    with run.scope():
+        model = builder(args)(run.input_shape, run.num_classes)
+        if args.attention:
+            # RAM carries its own hybrid loss (cross-entropy, REINFORCE,
+            # baseline regression) and metrics in `train_step`.
+            model.compile(optimizer=keras.optimizers.Adam(args.lr),
+                          jit_compile=args.jit)
+        else:  # the FC baseline is a plain classifier
+            model.compile(
+                optimizer=keras.optimizers.Adam(args.lr),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+                jit_compile=common.jit_compile(args),
+            )
+    common.prepare_fit(model, run, build_state=not args.attention)
 
-    def policies(model, test):
-        if not args.attention:
-            return {}
-        data = test if not isinstance(test, tuple) else test[0]
-        labels = None if not isinstance(test, tuple) else test[1]
-        return {"test_accuracy_by_policy": model.evaluate_policies(
-            data, labels, batch_size=args.batch_size)}
+    history = model.fit(
+        run.train,
+        validation_data=run.val,
+        epochs=args.epochs,
+        steps_per_epoch=run.steps_per_epoch,
+        callbacks=run.callbacks,
+        shuffle=False,  # the task pipeline shuffles, every epoch anew
+    )
+    scores = model.evaluate(run.test, return_dict=True)
+    extra = {}
+    if args.attention:
+        # The test accuracy of each evaluation policy: the policy mean,
+        # `--mc-samples` sampled trajectories, uniformly random locations.
+        extra["test_accuracy_by_policy"] = model.evaluate_policies(run.test)
 
     def glimpses(model, images, labels, out):
         if not args.attention:
@@ -116,12 +131,8 @@ def main(argv=None):
                       predictions=predictions)
         return [path]
 
-    name = (f"ram_{args.dataset}_{args.glimpses}g" if args.attention
-            else f"ram_{args.dataset}_fc_baseline")
-    return common.train(
-        builder(args), args, name, compile_model=compile_model,
-        pictures=glimpses, extra_metrics=policies,
-    )
+    return common.write_outputs(run, model, history, scores,
+                                pictures=glimpses, extra=extra)
 
 
 if __name__ == "__main__":

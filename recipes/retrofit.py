@@ -11,8 +11,11 @@ The trained weights are ImageNet's when they can be downloaded
 (`--weights imagenet`, or `auto`, the default, which tries them first);
 otherwise the recipe makes its own checkpoint: the backbone and a new head
 trained briefly on the last `--pretrain-images` training images (disjoint
-from the first `--train-images` that fine-tuning uses while the two add up
+from the validation images at the start of the split and the
+`--train-images` after them that fine-tuning uses, while the three add up
 to at most 60,000), cached under `--output-dir/retrofit_pretrained_.../`.
+Each arm trains as every recipe does (`train_arm`: compile, fit with the
+held-out validation images, evaluate the test split once).
 
 What a run writes under `--output-dir/`: the two arms' usual recipe folders
 (`retrofit_BACKBONE_ATTENTION/` with model, metrics, attention pictures and
@@ -208,7 +211,7 @@ def pretrained_checkpoint(args, input_shape=(28, 28, 1), num_classes=10):
         "test_images": int(len(test_x)),
         "wall_seconds": seconds,
     }
-    _write_json(info_path, info)
+    common.write_json(info_path, info)
     return path, info
 
 
@@ -244,9 +247,38 @@ def _builder(path, attention, where, identity):
     return build
 
 
+def train_arm(args, folder, build):
+    """One arm, trained as every recipe trains; returns its metrics."""
+    # Seed, run folder, data (validation held out of the training split)
+    # and callbacks.
+    run = common.setup(args, folder)
+
+    with run.scope():
+        model = build(run.input_shape, run.num_classes)
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=common.jit_compile(args),
+        )
+    common.prepare_fit(model, run)
+
+    history = model.fit(
+        run.train,
+        validation_data=run.val,
+        epochs=args.epochs,
+        steps_per_epoch=run.steps_per_epoch,
+        callbacks=run.callbacks,
+        shuffle=False,  # the data pipeline shuffles, every epoch anew
+    )
+    scores = model.evaluate(run.test, return_dict=True)
+    return common.write_outputs(run, model, history, scores)
+
+
 def _row(args, checkpoint, arms, identity, seconds):
     attention = arms.get("attention")
     baseline = arms.get("baseline")
+    first = attention or baseline
     size = args.image_size
     width = (f", alpha {args.width:g}" if args.backbone == "mobilenet_v2"
              else "")
@@ -264,8 +296,9 @@ def _row(args, checkpoint, arms, identity, seconds):
         "pretrained": checkpoint,
         "identity_before_fine_tuning": identity,
         "epochs": args.epochs,
-        "train_images": args.train_images or 60_000,
-        "test_images": args.test_images or 10_000,
+        "train_images": first["train_images"],
+        "val_images": first["val_images"],
+        "test_images": first["test_images"],
         "batch_size": args.batch_size,
         "steps_per_epoch": args.steps_per_epoch,
         "learning_rate": args.lr,
@@ -273,11 +306,6 @@ def _row(args, checkpoint, arms, identity, seconds):
         "params": {arm: m["params"] for arm, m in arms.items()},
         "wall_seconds": seconds,
     }
-
-
-def _write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
 
 
 def _merge(path, row):
@@ -288,7 +316,7 @@ def _merge(path, row):
     rows = [r for r in results.get("rows", [])
             if r.get("piece") != row["piece"]]
     results["rows"] = [*rows, row]
-    _write_json(path, results)
+    common.write_json(path, results)
 
 
 def main(argv=None):
@@ -310,20 +338,20 @@ def main(argv=None):
         runs.append(("baseline", None, f"{name}_baseline"))
     export, chosen = args.export, args.attention
     for arm, attention, folder in runs:
-        # `common.train` records `args.attention`; the baseline arm is not
+        # `metrics.json` records `args.attention`; the baseline arm is not
         # exported: it is only the comparison.
         args.attention = attention or False
         args.export = export and arm == "attention"
         start = time.perf_counter()
-        arms[arm] = common.train(
-            _builder(checkpoint_path, attention, args.where, identity), args,
-            folder)
+        arms[arm] = train_arm(
+            args, folder,
+            _builder(checkpoint_path, attention, args.where, identity))
         seconds[arm] = time.perf_counter() - start
     args.export, args.attention = export, chosen
     if "attention" not in arms:  # --no-attention: the baseline alone
         return arms
     row = _row(args, checkpoint, arms, identity, seconds)
-    _write_json(os.path.join(args.output_dir, f"{name}_{args.attention}",
+    common.write_json(os.path.join(args.output_dir, f"{name}_{args.attention}",
                              "comparison.json"), row)
     if args.results_json:
         _merge(args.results_json, row)

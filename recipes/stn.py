@@ -10,12 +10,12 @@ The paper's ST-CNN: an affine spatial transformer in front of a small CNN
 
 import os
 
+import keras
+
 from . import common
 
 
 def _warped_pictures(model, images, labels, out):
-    import keras
-
     from keras_attn.viz import plot_stn
 
     try:
@@ -56,7 +56,31 @@ def builder(args):
 def main(argv=None):
     args = parse_args(argv)
     name = "stn" if args.attention else "stn_baseline"
-    return common.train(builder(args), args, name, pictures=_warped_pictures)
+    # Seed, mixed precision, strategy, run folder, data (validation held
+    # out of the training split) and callbacks.
+    run = common.setup(args, name)
+
+    with run.scope():
+        model = builder(args)(run.input_shape, run.num_classes)
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=common.jit_compile(args),
+        )
+    common.prepare_fit(model, run)
+
+    history = model.fit(
+        run.train,
+        validation_data=run.val,
+        epochs=args.epochs,
+        steps_per_epoch=run.steps_per_epoch,
+        callbacks=run.callbacks,
+        shuffle=False,  # the data pipeline shuffles, every epoch anew
+    )
+    scores = model.evaluate(run.test, return_dict=True)
+    return common.write_outputs(run, model, history, scores,
+                                pictures=_warped_pictures)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,21 @@ def element_key(key, index):
         ),
         tf.int64,
     )
+
+
+def known_batches(ds, examples, batch_size, drop_remainder, passes):
+    """`ds` (batches of `passes` passes over `examples` examples; `None`:
+    endless) with its cardinality stated.
+
+    `flat_map` hides the count from tf.data; Keras then learns where a
+    finite dataset ends only by running out of it, and warns ("Your input
+    ran out of data") after every evaluation. Stating it lets Keras show
+    the steps and start each pass on a fresh iterator.
+    """
+    if passes is None:
+        count = tf.data.INFINITE_CARDINALITY
+    elif drop_remainder:
+        count = passes * examples // batch_size
+    else:
+        count = -(-passes * examples // batch_size)
+    return ds.apply(tf.data.experimental.assert_cardinality(count))

@@ -70,6 +70,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_attn.data._common import epoch_key
+from keras_attn.data._common import known_batches
 from keras_attn.data.fashion_mnist import CLASS_NAMES as FASHION_MNIST_CLASSES
 from keras_attn.data.fashion_mnist import DatasetNotFoundError
 from keras_attn.data.fashion_mnist import load_fashion_mnist
@@ -196,8 +197,9 @@ def _how_to_get(name, root):
     )
 
 
-def _load_tfds(name, split, limit, data_dir, download):
-    """uint8 `(N, H, W, C)` and int32 `(N,)` of one tfds split, in order."""
+def _load_tfds(name, split, limit, data_dir, download, skip=0):
+    """uint8 `(N, H, W, C)` and int32 `(N,)` of one tfds split, in order
+    (examples `[skip, skip + limit)`)."""
     import tensorflow_datasets as tfds
 
     root = _tfds_root(data_dir)
@@ -206,7 +208,11 @@ def _load_tfds(name, split, limit, data_dir, download):
     created = [p for p in (os.path.join(root, name),
                            os.path.join(root, "downloads"))
                if download and not os.path.exists(p)]
-    tfds_split = split if limit is None else f"{split}[:{limit}]"
+    # Only the end of the slice goes to tfds; `skip` and `limit` are then
+    # applied to the dataset, which is right both when tfds honours the
+    # slice and when it ignores it (tfds.testing.mock_data does).
+    end = None if limit is None else skip + limit
+    tfds_split = split if end is None else f"{split}[:{end}]"
     try:
         ds = tfds.load(name, split=tfds_split, as_supervised=True,
                        shuffle_files=False, data_dir=data_dir,
@@ -227,8 +233,10 @@ def _load_tfds(name, split, limit, data_dir, download):
                 "partial files were removed. " + _how_to_get(name, root)
             ) from error
         raise
+    if skip:
+        ds = ds.skip(skip)
     if limit is not None:
-        ds = ds.take(limit)  # tfds.testing.mock_data ignores split slices
+        ds = ds.take(limit)
     images, labels = [], []
     for x, y in ds.batch(4096).as_numpy_iterator():
         images.append(x)
@@ -238,29 +246,29 @@ def _load_tfds(name, split, limit, data_dir, download):
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
 
 
-def _load_fashion_mnist(split, limit, data_dir, download):
+def _load_fashion_mnist(split, limit, data_dir, download, skip=0):
     try:
         images, labels = load_fashion_mnist(split, directory=data_dir)
     except DatasetNotFoundError as local:
         try:
             return _load_tfds("fashion_mnist", split, limit, data_dir,
-                              download)
+                              download, skip)
         except DatasetNotFoundError as remote:
             raise DatasetNotFoundError(
                 f"Fashion-MNIST is on neither path. Local IDX files: "
                 f"{local} tensorflow-datasets: {remote}"
             ) from remote
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
+    end = None if limit is None else skip + limit
+    images, labels = images[skip:end], labels[skip:end]
     return images[..., None], labels.astype(np.int32)
 
 
 def load_arrays(name="fashion_mnist", split="train", limit=None,
-                data_dir=None, download=False):
+                data_dir=None, download=False, skip=0):
     """uint8 images `(N, H, W, C)` and int32 labels `(N,)` in file order.
 
     For the image datasets (not the RAM tasks), with the same sources,
-    `limit` and failures as `load`.
+    `limit`, `skip` and failures as `load`.
     """
     function = "load_arrays"
     if name not in IMAGE_DATASETS:
@@ -269,11 +277,16 @@ def load_arrays(name="fashion_mnist", split="train", limit=None,
         fail(function, "split", split, f"one of {list(SPLITS)}")
     if limit is not None:
         limit = check_int(function, "limit", limit, 1)
+    skip = check_int(function, "skip", skip, 0)
     if name == "fashion_mnist":
         images, labels = _load_fashion_mnist(split, limit, data_dir,
-                                             download)
+                                             download, skip)
     else:
-        images, labels = _load_tfds(name, split, limit, data_dir, download)
+        images, labels = _load_tfds(name, split, limit, data_dir, download,
+                                    skip)
+    if not len(images):
+        raise ValueError(f"load_arrays: {name} {split} has no examples "
+                         f"after skip={skip}")
     expected = _SPECS[name].input_shape
     if images.shape[1:] != expected:
         raise ValueError(f"{name}: images of shape {images.shape[1:]}, "
@@ -314,7 +327,7 @@ def _augment(images, params, pad):
 def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
          augment=None, shuffle=None, limit=None, data_dir=None,
          download=False, drop_remainder=None, repeat=False, first_epoch=0,
-         source="fashion_mnist"):
+         source="fashion_mnist", skip=0):
     """Batched, prefetched `tf.data.Dataset` of one dataset's split.
 
     Args:
@@ -326,7 +339,8 @@ def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
             train, False for test.
         shuffle: new order every epoch; default True for train, False for
             test (file order).
-        limit: use only the first `limit` examples of the split.
+        limit: use only the first `limit` examples of the split (after
+            `skip`).
         data_dir: tensorflow-datasets' data directory (default
             `$TFDS_DATA_DIR` or `~/tensorflow_datasets`); for Fashion-MNIST
             it is first searched for the IDX files.
@@ -338,6 +352,11 @@ def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
         first_epoch: epoch number of the first pass (keys the shuffle and
             augmentation; to resume or to vary a one-pass dataset).
         source: images of the RAM tasks, `"fashion_mnist"` or `"mnist"`.
+        skip: leave out the first `skip` examples of the split (in file
+            order, before shuffling): with `limit`, the examples
+            `[skip, skip + limit)`. Two calls with disjoint ranges give
+            disjoint examples, e.g. a validation slice held out of the
+            training split (`skip=0, limit=v` and `skip=v`).
 
     Returns:
         `(images float32 (B, H, W, C) in [0, 1], labels int32 (B,))`.
@@ -356,6 +375,7 @@ def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
     first_epoch = check_int(function, "first_epoch", first_epoch, 0)
     if limit is not None:
         limit = check_int(function, "limit", limit, 1)
+    skip = check_int(function, "skip", skip, 0)
     train = split == "train"
     augment = check_bool(function, "augment",
                          train if augment is None else augment)
@@ -369,7 +389,7 @@ def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
 
     if name in TASK_SPECS:
         source = _check_source(function, source)
-        arrays = load_arrays(source, split, limit, data_dir, download)
+        arrays = load_arrays(source, split, limit, data_dir, download, skip)
         return ram_task(
             name, split, batch_size=batch_size, seed=seed,
             source=(arrays[0][..., 0], arrays[1]), shuffle=shuffle,
@@ -377,7 +397,8 @@ def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
             redraw=augment, drop_remainder=drop_remainder,
         )
 
-    images, labels = load_arrays(name, split, limit, data_dir, download)
+    images, labels = load_arrays(name, split, limit, data_dir, download,
+                                 skip)
     spec = _SPECS[name]
     pool = tf.convert_to_tensor(images)
     labels = tf.convert_to_tensor(labels, tf.int32)
@@ -407,4 +428,6 @@ def load(name="fashion_mnist", split="train", batch_size=128, seed=0,
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(render, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
+    ds = known_batches(ds, n, batch_size, drop_remainder,
+                       None if repeat else 1)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -64,6 +64,7 @@ import tensorflow as tf
 from keras_attn.data._common import as_float_images
 from keras_attn.data._common import element_key
 from keras_attn.data._common import epoch_key
+from keras_attn.data._common import known_batches
 from keras_attn.data.fashion_mnist import DatasetNotFoundError
 from keras_attn.data.fashion_mnist import load_fashion_mnist
 from keras_attn.utils.validation import check_int
@@ -435,4 +436,5 @@ def ram_task(name, split="train", batch_size=64, seed=0,
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(render, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
+    ds = known_batches(ds, n, batch_size, drop_remainder, epochs)
     return ds.prefetch(tf.data.AUTOTUNE)
