@@ -259,3 +259,53 @@ def test_info_covers_every_name_without_reading_data():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load(**{"limit": 4, **kwargs})
+
+
+def test_skip_and_limit_take_disjoint_slices_offline():
+    # A validation slice held out of the training split (`limit=v`) and the
+    # training images after it (`skip=v`) share no image.
+    images, labels = load_fashion_mnist("train")
+    val, _, _ = _collect(load("fashion_mnist", "train", batch_size=8,
+                              limit=20, shuffle=False,
+                              drop_remainder=False))
+    train, train_y, _ = _collect(load("fashion_mnist", "train",
+                                      batch_size=8, skip=20, limit=40,
+                                      drop_remainder=False))
+    np.testing.assert_array_equal(val[..., 0], _as_float(images[:20]))
+    # Shuffled, but exactly the images [20, 60).
+    order = np.sort(train_y)
+    np.testing.assert_array_equal(order, np.sort(labels[20:60]))
+    seen = {x.tobytes() for x in train}
+    assert seen == {x.tobytes() for x in _as_float(images[20:60, ..., None])}
+    assert not seen & {x.tobytes() for x in val}
+
+
+def test_skip_and_limit_through_tfds_mock_data():
+    with mocked(num_examples=30) as empty:
+        whole, whole_y = load_arrays("mnist", "train", data_dir=empty)
+        head, _ = load_arrays("mnist", "train", limit=10, data_dir=empty)
+        tail, tail_y = load_arrays("mnist", "train", skip=10, limit=15,
+                                   data_dir=empty)
+        rest, _ = load_arrays("mnist", "train", skip=10, data_dir=empty)
+    np.testing.assert_array_equal(head, whole[:10])
+    np.testing.assert_array_equal(tail, whole[10:25])
+    np.testing.assert_array_equal(tail_y, whole_y[10:25])
+    np.testing.assert_array_equal(rest, whole[10:])
+    assert not {x.tobytes() for x in head} & {x.tobytes() for x in tail}
+
+
+def test_finite_datasets_state_their_batches():
+    # Keras reads the cardinality: without it every evaluation of a finite
+    # dataset ends with "Your input ran out of data".
+    import tensorflow as tf
+
+    assert int(load("fashion_mnist", "test", batch_size=5,
+                    limit=12).cardinality()) == 3
+    assert int(load("fashion_mnist", "train", batch_size=5,
+                    limit=12).cardinality()) == 2
+    assert int(load("fashion_mnist", "train", batch_size=5, limit=12,
+                    repeat=True).cardinality()) == tf.data.INFINITE_CARDINALITY
+    assert int(ram_task("translated60", "test", batch_size=4,
+                        limit=6).cardinality()) == 2
+    with pytest.raises(ValueError, match="skip"):
+        load("fashion_mnist", "train", skip=-1)
