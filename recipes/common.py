@@ -1,43 +1,24 @@
-"""Helpers the recipes share: flags, set-up (seed, precision, strategy,
-output folder, data), callbacks, pictures, export and the output files.
+"""Plain helpers for the recipes: flags, set-up (seed, precision, strategy,
+run folder, data, callbacks), pictures, export and the output files.
 
-The training itself is in each recipe's `main()`, which reads top to
-bottom: parse the flags, `setup(...)`, build the model (inside the
-strategy's scope), `model.compile`, `model.fit` on the training images with
-the held-out validation images, `model.evaluate` once on the test split,
-`write_outputs(...)`. What a run writes under `--output-dir/NAME/`:
+The training is in each recipe's `main()`, which reads top to bottom:
+flags, `setup`, build the model (in the strategy's scope), compile, fit
+with the validation images, evaluate the test split once, `write_outputs`.
 
-- `backup/`: `keras.callbacks.BackupAndRestore` state. A run that is killed
-  and restarted with the same command resumes from the last finished epoch;
-  the directory is deleted when training completes.
-- `logs/`: TensorBoard logs (TensorFlow backend).
-- `history.json`, `metrics.json`, `model.keras`.
-- `attention.png` (every spatial attention map of the model over a fixed
-  set of test images), plus the recipe's own pictures (`gradcam.png`,
-  `stn.png`, `glimpses.png`).
-- `export/NAME/1/` (TF Serving SavedModel) and
-  `export/NAME/tflite/model_float32.tflite` with their `manifest.json`
-  (TensorFlow backend, `--export`; see `python -m export` for more).
-
-Data: validation is a held-out slice of the training split (the first
-`--val-images` images, never trained on); training uses the images after
-it (`--train-images` of them at most); the test split is evaluated once,
-after training.
-
-Distribution (`--strategy`, TensorFlow backend):
-
-- `default`: one device.
-- `mirrored`: `tf.distribute.MirroredStrategy` over the local devices
-  (`--devices N` splits the CPU into N logical devices, for trying it on a
-  laptop or in tests).
-- `multiworker`: `tf.distribute.MultiWorkerMirroredStrategy`; every worker
-  runs the same command with its own `TF_CONFIG`. The chief (task `chief`,
-  or `worker` 0 when there is no chief) writes the outputs; other workers
-  write to `NAME/_worker{i}/` so that nothing is written twice.
-
-Other backends (`KERAS_BACKEND=jax` or `torch`) train from NumPy arrays
-(no TensorFlow import is needed for Fashion-MNIST) with `--strategy
-default`; TensorBoard, SavedModel and TFLite are skipped there.
+- Data: the first `--val-images` training images are the validation set,
+  training uses those after them, the test split is only evaluated. Off
+  TensorFlow (`KERAS_BACKEND=jax|torch`) the data are NumPy arrays
+  (Fashion-MNIST, no TensorFlow import) and TensorBoard, SavedModel and
+  TFLite are skipped.
+- Run folder `--output-dir/NAME/`: `backup/` (`BackupAndRestore`: the same
+  command resumes a killed run from its last finished epoch; removed when
+  training completes), `logs/` (TensorBoard), `model.keras`,
+  `history.json`, `metrics.json`, the pictures (`attention.png` plus the
+  recipe's own) and `export/NAME/` (SavedModel and float TFLite).
+- `--strategy`: `default` (one device), `mirrored` (`--devices N` splits
+  the CPU into N logical devices to try it), `multiworker` (every worker
+  runs the same command with its own `TF_CONFIG`; the chief, or worker 0
+  without one, writes the outputs, the others `NAME/_worker{i}/`).
 """
 
 from __future__ import annotations
