@@ -14,9 +14,9 @@ from keras_attn.utils.tensorflow_logs import quiet_cuda_probe
 quiet_cuda_probe()
 
 from keras_attn import layers  # noqa: E402
-from keras_attn import models
-from keras_attn import ops
-from keras_attn import ram
+from keras_attn import models  # noqa: E402
+from keras_attn import ops  # noqa: E402
+from keras_attn import ram  # noqa: E402
 
 __version__ = "0.1.0"
 
