@@ -287,9 +287,12 @@ def results_table(rows, summaries):
     for row, s in zip(rows, summaries, strict=True):
         wall = row.get("wall_seconds")
         wall = "" if wall is None else f"{wall / 60:.1f}"
+        model = _cell(row.get("model"))
+        if row.get("variant"):  # a tuning re-run: say what it changed
+            model += f"; **tuning:** {_cell(row['variant'])}"
         lines.append(
             f"| {_cell(row.get('mechanism'))} | {_cell(row.get('task'))} "
-            f"| {_cell(row.get('model'))} | {_cell(row.get('metric'))} "
+            f"| {model} | {_cell(row.get('metric'))} "
             f"| {_mean_std(s['attention'])} | {_mean_std(s['baseline'])} "
             f"| {_interval(s['difference'])} | {s['verdict']} | {s['n']} "
             f"| {_cell(row.get('epochs'))} "

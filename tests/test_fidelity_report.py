@@ -103,6 +103,8 @@ def test_report_full(tmp_path):
             _row("ltpa", [0.40, 0.41, 0.39], [0.30, 0.31, 0.30],
                  metric="test_loss"),
             _row("stn", [0.8], [0.7], profile="smoke"),
+            _row("ram", [0.55, 0.56], [0.57, 0.58], task="cluttered60",
+                 variant="3x the epochs"),
         ],
         "localization": [
             {"model": "ltpa_pc_concat", "task": "translated60",
@@ -133,6 +135,10 @@ def test_report_full(tmp_path):
     assert "attention worse" in ltpa  # a higher loss
     stn = next(line for line in lines if line.startswith("| stn "))
     assert "(CI n/a)" in stn and "n/a (one seed)" in stn
+    # a tuning re-run says what it changed, in the table and the labels
+    ram = next(line for line in lines if line.startswith("| ram "))
+    assert "ResNet-8 w=16; **tuning:** 3x the epochs |" in ram
+    assert "| ram / cluttered60 (3x the epochs) |" in md
     # header: commands, profiles, every seed
     assert "python -m benchmarks.fidelity --profile full" in md
     assert "python -m benchmarks.fidelity_report --results" in md
