@@ -258,7 +258,10 @@ def load_data(args, counts):
     re-shuffled every epoch), `ArrayBatches` elsewhere. Images are float32
     in [0, 1]; `val` is None when `counts["val"]` is 0."""
     if not is_tensorflow():
-        arrays = split_arrays(args.dataset, counts)
+        from keras_attn.data.array_batches import ArrayBatches
+        from keras_attn.data.array_batches import fashion_mnist_splits
+
+        arrays = fashion_mnist_splits(counts)
         return (ArrayBatches(*arrays["train"], args.batch_size,
                              shuffle_seed=args.seed),
                 ArrayBatches(*arrays["val"], args.batch_size)
@@ -289,52 +292,9 @@ def load_data(args, counts):
     return train, val, test
 
 
-def split_arrays(dataset, counts):
-    """The NumPy path: `{split: (images, labels)}` for train, val and test,
-    val and train from disjoint ranges of the training split."""
-    from keras_attn.data.fashion_mnist import load_fashion_mnist
-
-    def scaled(x, y):
-        return x[..., None].astype("float32") / 255.0, y.astype("int32")
-
-    x, y = load_fashion_mnist("train")
-    val = counts["val"]
-    train = slice(val, val + counts["train"])
-    test_x, test_y = load_fashion_mnist("test")
-    return {"train": scaled(x[train], y[train]),
-            "val": scaled(x[:val], y[:val]),
-            "test": scaled(test_x[:counts["test"]], test_y[:counts["test"]])}
-
-
-class ArrayBatches(keras.utils.PyDataset):
-    """Batches of NumPy arrays for the other backends; with `shuffle_seed`
-    a new order every epoch and only whole batches (as the tf.data path)."""
-
-    def __init__(self, x, y, batch_size, shuffle_seed=None):
-        super().__init__()
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.rng = (np.random.default_rng(shuffle_seed)
-                    if shuffle_seed is not None else None)
-        self.order = np.arange(len(x))
-        self.on_epoch_end()
-
-    def __len__(self):
-        if self.rng is not None:
-            return max(1, len(self.x) // self.batch_size)
-        return -(-len(self.x) // self.batch_size)
-
-    def __getitem__(self, i):
-        rows = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        return self.x[rows], self.y[rows]
-
-    def on_epoch_end(self):
-        if self.rng is not None:
-            self.order = self.rng.permutation(len(self.x))
-
-
 def picture_images(test, count=PICTURE_IMAGES):
     """The first `count` test images (and labels) as NumPy arrays."""
-    if isinstance(test, ArrayBatches):
+    if not is_tensorflow():  # ArrayBatches
         return test.x[:count], test.y[:count]
     xs, ys = [], []
     for x, y in test:

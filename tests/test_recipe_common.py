@@ -6,6 +6,8 @@ import argparse
 import numpy as np
 import pytest
 
+from keras_attn.data.array_batches import ArrayBatches
+from keras_attn.data.array_batches import fashion_mnist_splits
 from keras_attn.recipes import common
 from keras_attn.utils import tensorflow_logs
 
@@ -35,18 +37,18 @@ def test_validation_is_held_out_of_the_training_split():
 
 def test_numpy_path_train_and_validation_images_do_not_overlap():
     counts = {"train": 300, "val": 100, "test": 20}
-    arrays = common.split_arrays("fashion_mnist", counts)
+    arrays = fashion_mnist_splits(counts)
     assert [len(arrays[k][0]) for k in ("train", "val", "test")] == [
         300, 100, 20]
     train = {x.tobytes() for x in arrays["train"][0]}
     val = {x.tobytes() for x in arrays["val"][0]}
     assert not train & val
-    batches = common.ArrayBatches(*arrays["train"], 64, shuffle_seed=0)
+    batches = ArrayBatches(*arrays["train"], 64, shuffle_seed=0)
     assert len(batches) == 4  # whole batches only
     first = batches[0][1].copy()
     batches.on_epoch_end()
     assert not np.array_equal(first, batches[0][1])  # a new order
-    assert len(common.ArrayBatches(*arrays["val"], 64)) == 2
+    assert len(ArrayBatches(*arrays["val"], 64)) == 2
 
 
 def test_every_recipe_takes_val_images():
