@@ -39,8 +39,10 @@ from the paper and the popular PyTorch port (leaderj1001), stated plainly:
   `b=4, k=7`) where an unfold holds `k^2` (49x); the logits are
   `(b + k - 1)^2 / k^2` times the window's (2x), the price of dense
   matmuls. `block_size` (default `DEFAULT_BLOCK_SIZE`, chosen by
-  `python -m benchmarks.layers --suite sasa_blocks`) trades the two;
-  blocks are clipped to the image size.
+  `python -m benchmarks.layers --suite sasa_blocks`) trades the two.
+  An axis of known size no longer than a halo (`<= b + k - 1`) is a single
+  block whose keys are the whole axis, unpadded: the small maps of a
+  ResNet's last stages (7x7: 49 keys per query instead of 100).
 - Logits, softmax and the weighted sum of values run in float32 under mixed
   precision; the 1x1 projections run in the compute dtype.
 """
@@ -75,6 +77,15 @@ def _skew(x, fill):
     x = ops.slice(ops.reshape(x, (rows, n * (n + k))), (0, 0),
                   (rows, n * (n + k - 1)))
     return ops.reshape(x, (rows, n, n + k - 1))
+
+
+def _clip_halo(x, block, halo, k):
+    """`(M, block, block + k - 1)` skewed logits -> `(M, block, halo)`: on a
+    whole-axis block (`halo == block`, keys unpadded) the skew's first and
+    last `k // 2` columns are the padding and are dropped."""
+    if halo == block + k - 1:
+        return x
+    return ops.slice(x, (0, 0, k // 2), (ops.shape(x)[0], block, halo))
 
 
 def _outer_sum_matrix(rows, cols):
@@ -257,11 +268,24 @@ class LocalSelfAttention2D(keras.layers.Layer):
         return ops.transpose(table, (1, 2, 0))
 
     def _blocks(self, size, static_size):
-        """Block side and block count along an axis of `size` pixels."""
+        """`(block, blocks, halo, pad_before, pad_after)` along an axis of
+        `size` pixels: the query block side and count, the key halo side
+        and the keys' padding.
+
+        An axis no longer than one halo (`b + k - 1`, 10 pixels at the
+        default b=4, k=7) is one block whose keys are the whole axis,
+        unpadded: at 7x7 that is 49 keys per query instead of 100, and no
+        padded queries.
+        """
+        k = self.kernel_size
         block = self.block_size or DEFAULT_BLOCK_SIZE
-        if static_size is not None:
-            block = min(block, static_size)
-        return block, (size + block - 1) // block
+        if static_size is not None and static_size <= block + k - 1:
+            return static_size, 1, static_size, 0, 0
+        blocks = (size + block - 1) // block
+        halo = block + k - 1
+        chunks = 1 + math.ceil((halo - block) / block)
+        return (block, blocks, halo, k // 2,
+                (blocks + chunks - 1) * block - size - k // 2)
 
     def _window_bias(self, size, block, blocks):
         """`(1, blocks, 1, block * k)` float32: 0 where offset `a` of the
@@ -302,9 +326,8 @@ class LocalSelfAttention2D(keras.layers.Layer):
         k = self.kernel_size
         shape = ops.shape(inputs)
         batch, height, width = shape[0], shape[1], shape[2]
-        bh, rows = self._blocks(height, inputs.shape[1])
-        bw, cols = self._blocks(width, inputs.shape[2])
-        hh, hw = bh + k - 1, bw + k - 1  # halo sides
+        bh, rows, hh, top, bottom = self._blocks(height, inputs.shape[1])
+        bw, cols, hw, left, right = self._blocks(width, inputs.shape[2])
         groups = heads * batch  # every (head, image) pair is independent
         n_blocks = groups * rows * cols
         queries, keys = bh * bw, hh * hw
@@ -326,15 +349,8 @@ class LocalSelfAttention2D(keras.layers.Layer):
         q = ops.reshape(q, (n_blocks, queries, depth))
 
         # Keys and values together: the halo of every block.
-        chunks_h = 1 + math.ceil((k - 1) / bh)
-        chunks_w = 1 + math.ceil((k - 1) / bw)
-        padded_w = (cols + chunks_w - 1) * bw
-        kv = ops.pad(kv, [
-            [0, 0],
-            [k // 2, (rows + chunks_h - 1) * bh - height - k // 2],
-            [k // 2, padded_w - width - k // 2],
-            [0, 0],
-        ])
+        padded_w = left + width + right
+        kv = ops.pad(kv, [[0, 0], [top, bottom], [left, right], [0, 0]])
         # Columns first, while the rows are not yet duplicated; one
         # transpose of the column halos (2.5x the keys and values at b=4,
         # k=7) then lets the row halo (6.25x) come out block-contiguous.
@@ -361,12 +377,14 @@ class LocalSelfAttention2D(keras.layers.Layer):
         rel_rows = ops.reshape(rel_rows, (-1, rows, bw, bh * k))
         rel_rows = rel_rows + self._window_bias(height, bh, rows)
         rel_rows = _skew(ops.reshape(rel_rows, (-1, bh, k)), MASK_LOGIT)
+        rel_rows = _clip_halo(rel_rows, bh, hh, k)
         rel_rows = ops.reshape(rel_rows, (groups * cols, rows, bw, bh, hh))
         rel_rows = ops.transpose(rel_rows, (0, 1, 3, 2, 4))
         rel_rows = ops.reshape(rel_rows, (-1, hh))
         rel_cols = ops.reshape(rel_cols, (groups, cols, -1, bw * k))
         rel_cols = rel_cols + self._window_bias(width, bw, cols)
         rel_cols = _skew(ops.reshape(rel_cols, (-1, bw, k)), MASK_LOGIT)
+        rel_cols = _clip_halo(rel_cols, bw, hw, k)
         rel_cols = ops.reshape(rel_cols, (-1, hw))
         # The outer sum `rows[u] + cols[v]` over the halo as one matmul with
         # a constant 0/1 matrix: on CPU the two broadcast adds it replaces
@@ -406,8 +424,16 @@ class LocalSelfAttention2D(keras.layers.Layer):
         # constant indices `(i + a) * hw + (j + b)` in query `(i, j)`'s row.
         i, j, a, b = np.meshgrid(np.arange(bh), np.arange(bw), np.arange(k),
                                  np.arange(k), indexing="ij")
-        index = (i * bw + j) * keys + (i + a) * hw + (j + b)
-        weights = ops.reshape(weights, (n_blocks, queries * keys))
+        full_h, full_w = bh + k - 1, bw + k - 1
+        index = (i * bw + j) * full_h * full_w + (i + a) * full_w + (j + b)
+        if (hh, hw) != (full_h, full_w):
+            # A whole-axis halo back in window coordinates: zero weight for
+            # the neighbours outside the image, as on a padded halo.
+            weights = ops.reshape(weights, (n_blocks, queries, hh, hw))
+            weights = ops.pad(weights, [[0, 0], [0, 0],
+                                        [(full_h - hh) // 2] * 2,
+                                        [(full_w - hw) // 2] * 2])
+        weights = ops.reshape(weights, (n_blocks, -1))
         weights = ops.take(weights, index.reshape(-1).astype("int32"),
                            axis=1)
         weights = unblock(weights, k * k)

@@ -132,6 +132,12 @@ def test_matches_numpy_reference(options):
         ((6, 9, 4), {"kernel_size": 3, "block_size": 4, "relative": False}),
         ((3, 4, 4), {"kernel_size": 7, "block_size": 8}),
         ((11, 10, 4), {"kernel_size": 5, "block_size": 4, "strides": 2}),
+        ((13, 10, 4), {"kernel_size": 7, "block_size": 3, "num_heads": 4}),
+        # An axis no longer than a halo (b + k - 1) is one block with the
+        # whole axis as keys: both axes, and one axis beside a blocked one.
+        ((7, 7, 4), {"kernel_size": 7}),
+        ((7, 14, 4), {"kernel_size": 7}),
+        ((12, 5, 4), {"kernel_size": 3, "block_size": 2, "strides": 2}),
     ],
 )
 def test_every_block_size_matches_numpy_reference(shape, options):
@@ -483,3 +489,14 @@ def test_large_inputs_stay_finite(dtype):
     assert w.min() >= 0.0 and w.max() <= 1.0
     # Near-one-hot weights: the softmax really saw huge logits.
     assert w.max(axis=-1).mean() > 0.9
+
+
+def test_axes_no_longer_than_a_halo_are_one_unpadded_block():
+    # The layout the exactness tests above cover: at the default b=4, k=7
+    # a 7-pixel axis is one block with its 7 pixels as keys (not a padded
+    # 10-pixel halo), an 11-pixel axis is three blocks of 4 with halos.
+    layer = LocalSelfAttention2D(FILTERS, 7, num_heads=2)
+    assert layer._blocks(7, 7) == (7, 1, 7, 0, 0)
+    assert layer._blocks(10, 10) == (10, 1, 10, 0, 0)
+    assert layer._blocks(11, 11) == (4, 3, 10, 3, 6)
+    assert layer._blocks(7, None)[:3] == (4, 2, 10)  # size unknown
