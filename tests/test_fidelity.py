@@ -206,7 +206,8 @@ def test_tuning_variants_rerun_a_piece_with_one_change():
     from benchmarks import fidelity_report
 
     variants = {n: p for n, p in fidelity.PIECES.items() if p.variant}
-    assert {"se_zero_init", "cbam_zero_init", "ram_long"} <= set(variants)
+    assert {"se_zero_init", "cbam_zero_init", "ram_long",
+            "sasa_heads"} <= set(variants)
     plain = {(p.mechanism, p.task) for p in fidelity.PIECES.values()
              if not p.variant}
     for piece in variants.values():
@@ -216,3 +217,21 @@ def test_tuning_variants_rerun_a_piece_with_one_change():
     assert fidelity_report._label(row) == (
         "se / fashion_mnist (last BN of every residual branch "
         "zero-initialised)")
+
+
+def test_sasa_heads_changes_only_the_attention_arms_heads():
+    from keras_attn.layers import LocalSelfAttention2D
+
+    build = fidelity._BUILDERS[fidelity.PIECES["sasa_heads"].build]
+    plain = fidelity._BUILDERS[fidelity.PIECES["sasa"].build]
+
+    def heads(model):
+        return {layer.num_heads for layer in model.layers
+                if isinstance(layer, LocalSelfAttention2D)}
+
+    assert heads(build("attention", (28, 28, 1), 10)) == {2}
+    assert heads(plain("attention", (28, 28, 1), 10)) == {8}
+    baseline = build("baseline", (28, 28, 1), 10)
+    assert heads(baseline) == set()
+    assert baseline.count_params() == plain(
+        "baseline", (28, 28, 1), 10).count_params()
