@@ -53,8 +53,8 @@ from keras_attn.recipes import common  # noqa: E402
 RECIPES = ("sasa_resnet", "aa_resnet", "se_resnet", "cbam_resnet",
            "residual_attention", "ltpa", "stn", "ram")
 TARGETS = {"sasa_resnet": 1 / 3, "aa_resnet": 1 / 2}
-NOTE = ("Measured on a shared 2-core CPU (other jobs running): compare "
-        "figures within one run; the ratios are steadier than the rates.")
+NOTE = ("Compare figures within one run: the ratios are steadier than the "
+        "rates, which move with whatever else the machine runs.")
 
 
 def trainer(recipe, argv, jit):

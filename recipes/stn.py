@@ -32,8 +32,8 @@ def _warped_pictures(model, images, labels, out):
 # Measured, not assumed: see benchmarks/results/models.json.
 JIT = False
 JIT_NOTE = (
-    "288.5 vs 302.5 training images/s with and without XLA (python -m "
-    "benchmarks.models --steps 3 --rounds 2, 2-core CPU)"
+    "1,242 vs 1,969 training images/s with and without XLA (python -m "
+    "benchmarks.models --steps 5 --rounds 3, idle 2-core CPU)"
 )
 
 

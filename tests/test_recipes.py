@@ -18,6 +18,32 @@ TINY = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "16",
         "--train-images", "256", "--test-images", "64"]
 
 
+def test_jit_defaults_are_the_faster_setting_measured():
+    # Each recipe's --jit default and the rates its note quotes come from
+    # benchmarks/results/models.json: re-measure, and this test says which
+    # defaults and notes to change.
+    import importlib
+    import json
+    import pathlib
+
+    results = json.loads((pathlib.Path(__file__).parents[1] / "benchmarks"
+                          / "results" / "models.json").read_text())
+    rates = {}
+    for row in results["results"]:
+        rates.setdefault(row["recipe"], {})[row["jit"]] = (
+            row["attention"]["images_per_s"])
+    assert set(rates) == set(RECIPES)
+    for module, rate in rates.items():
+        recipe = importlib.import_module(f"keras_attn.recipes.{module}")
+        assert recipe.JIT is (rate[True] > rate[False]), module
+
+        def shown(value):
+            return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+        assert (f"{shown(rate[True])} vs {shown(rate[False])} training "
+                "images/s with and without XLA") in recipe.JIT_NOTE, module
+
+
 @pytest.mark.tf_only
 def test_main_job_trains_exports_draws_and_tabulates(tmp_path):
     # One run, several checks: a shared fixture would run once per xdist
