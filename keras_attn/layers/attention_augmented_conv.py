@@ -55,13 +55,14 @@ the popular ports, on purpose:
   layer in one process (plain `tf.function`, fastest of 10 alternating
   calls, 2x32x32x64): forward+backward 366 -> 260 ms, forward unchanged
   (133 -> 135 ms). `python -m benchmarks.layers --suite speed` puts it at
-  34x a `Conv2D(64, 3)` forward+backward (35x forward); under
-  `jit_compile=True` it is slower (36x / 42x: XLA's CPU dot emitter
-  handles these skinny batched matmuls worse than Eigen), so plain
-  `tf.function` is the layer's best setting on TensorFlow; JAX `jit` gives
-  30x / 22x of JAX's own, slower, conv. Peak memory of forward+backward
-  falls too (`python -m benchmarks.layers --suite aa_memory --quick`,
-  16x16 grid: 6.0 -> 3.9 MiB relative, 5.9 -> 3.9 MiB plain). The floor
+  22.5-23.9x a `Conv2D(64, 3)` forward+backward (15x forward; idle
+  2-core CPU, 2026-12-05); under `jit_compile=True` it is slower (28x /
+  26x: XLA's CPU dot emitter handles these skinny batched matmuls worse
+  than Eigen), so plain `tf.function` is the layer's best setting on
+  TensorFlow; JAX `jit` gives 43-47x / 30-32x of JAX's own conv. Peak
+  memory of forward+backward falls too
+  (`python -m benchmarks.layers --suite aa_memory --quick`, 16x16 grid:
+  6.0 -> 3.9 MiB relative, 5.9 -> 3.9 MiB plain). The floor
   is the forward: the `q k^T`, two broadcast adds, softmax and `P v` each
   make a full pass over `B Nh (HW)^2` floats. Reproduce with a script
   that times the layer and the conv alternately in `tf.function`, or
