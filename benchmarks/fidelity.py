@@ -373,6 +373,22 @@ def _last_feature_layer(model):
     return name
 
 
+# Test canvases per forward pass when maps are read: all 1,000 canvases of
+# Attention-56 at 60x60 in one call held 23 GB (the process was killed).
+MAP_CHUNK = 100
+
+
+def _in_chunks(function, images):
+    """`function` over `images` `MAP_CHUNK` at a time, the results joined:
+    arrays along axis 0, dicts of arrays key by key."""
+    parts = [function(images[i:i + MAP_CHUNK])
+             for i in range(0, len(images), MAP_CHUNK)]
+    if isinstance(parts[0], dict):
+        return {key: np.concatenate([part[key] for part in parts])
+                for key in parts[0]}
+    return np.concatenate([np.asarray(part) for part in parts])
+
+
 def _localize(piece, arm, model, images, boxes):
     """`{map name: per-image scores}` and `{map name: first maps}`."""
     from benchmarks import _localization as loc
@@ -401,8 +417,9 @@ def _localize(piece, arm, model, images, boxes):
     if arm == "attention" and piece.build == "stn":
         from keras_attn.models import attention_model
 
-        theta = np.asarray(attention_model(model)(images)[
-            "spatial_transformer"])
+        maps_model = attention_model(model)
+        theta = _in_chunks(lambda x: np.asarray(
+            maps_model(x)["spatial_transformer"]), images)
         read = loc.stn_box(theta, size)
         scores["stn_box"] = {
             "iou": float(np.mean(loc.box_iou(read, boxes))),
@@ -411,14 +428,15 @@ def _localize(piece, arm, model, images, boxes):
     elif arm == "attention":
         from keras_attn.viz.attention_maps import spatial_attention_maps
 
-        maps, _ = spatial_attention_maps(model, images)
+        maps = _in_chunks(lambda x: spatial_attention_maps(model, x)[0],
+                          images)
         for name, value in maps.items():
             add(name, value)
     layer = _last_feature_layer(model)
     if layer is not None:
         from keras_attn.viz import grad_cam
 
-        cam = grad_cam(model, images, layer)
+        cam = _in_chunks(lambda x: grad_cam(model, x, layer), images)
         if theta is not None:
             # The CNN behind a transformer sees the warped image: bring its
             # map back to the input's frame before comparing with the box.

@@ -235,3 +235,22 @@ def test_sasa_heads_changes_only_the_attention_arms_heads():
     assert heads(baseline) == set()
     assert baseline.count_params() == plain(
         "baseline", (28, 28, 1), 10).count_params()
+
+
+def test_maps_are_read_in_chunks_and_joined_in_order(monkeypatch):
+    import numpy as np
+
+    monkeypatch.setattr(fidelity, "MAP_CHUNK", 4)
+    seen = []
+
+    def maps(x):
+        seen.append(len(x))
+        return {"a": x[:, 0], "b": 2 * x[:, 0]}
+
+    images = np.arange(10, dtype="float32")[:, None]
+    joined = fidelity._in_chunks(maps, images)
+    assert seen == [4, 4, 2]
+    np.testing.assert_array_equal(joined["a"], np.arange(10))
+    np.testing.assert_array_equal(joined["b"], 2 * np.arange(10))
+    np.testing.assert_array_equal(
+        fidelity._in_chunks(lambda x: x * 3, images), 3 * images)
