@@ -77,6 +77,7 @@ class Piece:
     # the same mechanism and task it re-runs, applied to every arm alike.
     variant: str = ""
     init: str = "default"  # or "zero_last_bn": see `zero_last_batch_norm`
+    warmup: float = 0.0  # share of the steps with a linear warm-up from 0
 
     def budget(self, profile):
         return SMOKE if profile == "smoke" else self.full
@@ -142,6 +143,12 @@ PIECES = {
         full=Budget(2_000, 5_000, 4),
         variant="2 heads, not 8: 8-64 channels per head as in the paper's "
                 "full-width model (the baseline has no heads: unchanged)",
+    ),
+    "sasa_warmup": Piece(
+        "sasa", "fashion_mnist", "SASA-ResNet-26 width 0.25", "sasa",
+        full=Budget(2_000, 5_000, 4), warmup=0.125,
+        variant="linear learning-rate warm-up over the first 1/8 of the "
+                "steps (the paper warms up; both arms)",
     ),
     "ram_long": Piece(
         "ram", "cluttered60",
@@ -311,13 +318,37 @@ def _canvases(task, images, seed, epoch):
 # One arm, one seed
 
 
-def _compile(model, budget, steps, lr, jit, ram):
+def warmup_steps(piece, total_steps):
+    """Steps of the linear warm-up: `piece.warmup` of `total_steps`."""
+    return int(round(piece.warmup * total_steps))
+
+
+def schedule_name(piece):
+    if not piece.warmup:
+        return "Adam, cosine to 0"
+    return (f"Adam, linear warm-up from 0 over {piece.warmup:.1%} of the "
+            "steps, then cosine to 0")
+
+
+def learning_rate_schedule(total_steps, lr, warmup=0):
+    """Cosine decay to 0 over `total_steps`; with `warmup` steps, Keras'
+    own linear warm-up from 0 to `lr` first, then the cosine over the
+    remaining steps."""
     import keras
 
-    schedule = keras.optimizers.schedules.CosineDecay(
-        lr, decay_steps=max(1, steps * budget.epochs)
-    )
-    optimizer = keras.optimizers.Adam(schedule)
+    if not warmup:
+        return keras.optimizers.schedules.CosineDecay(
+            lr, decay_steps=max(1, total_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, total_steps - warmup), warmup_target=lr,
+        warmup_steps=warmup)
+
+
+def _compile(model, budget, steps, lr, jit, ram, warmup=0):
+    import keras
+
+    optimizer = keras.optimizers.Adam(
+        learning_rate_schedule(steps * budget.epochs, lr, warmup))
     if ram:  # RAM carries its own hybrid loss and metrics
         model.compile(optimizer=optimizer, jit_compile=jit)
     else:
@@ -490,7 +521,8 @@ def run_arm(piece_name, arm, seed, profile):
         steps = min(steps, budget.steps_per_epoch)
     # XLA compile time would dominate a smoke run of a few steps.
     jit = piece.jit and profile != "smoke"
-    _compile(model, budget, steps, piece.lr, jit, ram)
+    _compile(model, budget, steps, piece.lr, jit, ram,
+             warmup=warmup_steps(piece, steps * budget.epochs))
 
     order = np.random.default_rng(seed)
     losses, val = [], []
@@ -586,7 +618,7 @@ def _rows(piece_name, profile, seeds, results):
             "steps_per_epoch": min(
                 budget.train_images // budget.batch_size,
                 budget.steps_per_epoch or 10**9),
-            "learning_rate": piece.lr, "schedule": "Adam, cosine to 0",
+            "learning_rate": piece.lr, "schedule": schedule_name(piece),
             "jit": results[("attention", seeds[0])]["jit"],
             "params": {arm: results[(arm, seeds[0])]["params"]
                        for arm in ("attention", baseline)},

@@ -207,7 +207,7 @@ def test_tuning_variants_rerun_a_piece_with_one_change():
 
     variants = {n: p for n, p in fidelity.PIECES.items() if p.variant}
     assert {"se_zero_init", "cbam_zero_init", "ram_long",
-            "sasa_heads"} <= set(variants)
+            "sasa_heads", "sasa_warmup"} <= set(variants)
     plain = {(p.mechanism, p.task) for p in fidelity.PIECES.values()
              if not p.variant}
     for piece in variants.values():
@@ -254,3 +254,23 @@ def test_maps_are_read_in_chunks_and_joined_in_order(monkeypatch):
     np.testing.assert_array_equal(joined["b"], 2 * np.arange(10))
     np.testing.assert_array_equal(
         fidelity._in_chunks(lambda x: x * 3, images), 3 * images)
+
+
+def test_warmup_rises_linearly_then_decays_to_zero():
+    import numpy as np
+
+    piece = fidelity.PIECES["sasa_warmup"]
+    total = 16
+    warmup = fidelity.warmup_steps(piece, total)
+    assert warmup == 2 and piece.variant and "warm-up" in (
+        fidelity.schedule_name(piece))
+    rate = fidelity.learning_rate_schedule(total, 1e-3, warmup)
+    values = [float(rate(step)) for step in range(total + 1)]
+    np.testing.assert_allclose(values[:3], [0.0, 5e-4, 1e-3], atol=1e-9)
+    assert np.all(np.diff(values[2:]) <= 0)
+    assert values[-1] < 1e-9
+    # Without warm-up: the plain cosine from the full rate.
+    plain = fidelity.learning_rate_schedule(total, 1e-3)
+    assert abs(float(plain(0)) - 1e-3) < 1e-9 and float(plain(total)) < 1e-9
+    assert fidelity.schedule_name(fidelity.PIECES["sasa"]) == (
+        "Adam, cosine to 0")
