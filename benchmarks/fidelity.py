@@ -121,6 +121,19 @@ PIECES = {
                 "aa_wrn", full=Budget(2_000, 5_000, 4)),
     "sasa": Piece("sasa", "fashion_mnist", "SASA-ResNet-26 width 0.25",
                   "sasa", full=Budget(2_000, 5_000, 4)),
+    # SASA's and AA's own maps on canvases with a known box (issue 17,
+    # item 3); their Fashion-MNIST pieces above have no box to score.
+    "sasa_cluttered": Piece(
+        "sasa", "cluttered60", "SASA-ResNet-26 width 0.25, 60x60", "sasa",
+        full=Budget(2_500, 1_000, 4),
+    ),
+    "aa_cluttered": Piece(
+        "aa", "cluttered60",
+        "AA-ResNet-20 (16-32-64), stages 2-3 augmented, 4 key dims per "
+        "head, 60x60", "aa_resnet20",
+        full=Budget(2_500, 1_000, 4, batch_size=32),
+        notes="holds about 14 GB while it trains: run it alone",
+    ),
     "ram": Piece(
         "ram", "cluttered60",
         "RAM 6 glimpses 12x12x3 scales, RNN 256", "ram",
@@ -218,6 +231,15 @@ def _sasa(arm, input_shape, num_classes, num_heads=8):
                        num_heads=num_heads)
 
 
+def _aa_resnet20(arm, input_shape, num_classes):
+    # The paper's ImageNet setting (stages 2-3 augmented, not the first):
+    # at 60x60 a first-stage layer would hold 3600^2 logits per head.
+    from keras_attn.models import aa_resnet
+
+    return aa_resnet(input_shape, num_classes, 20, attention=_switch(arm),
+                     min_key_dims_per_head=4)
+
+
 def _sasa_2_heads(arm, input_shape, num_classes):
     # At width 1/4 the paper's 8 heads get 2-16 channels each; 2 heads get
     # the 8-64 of the paper's full-width model. The widths are unchanged.
@@ -250,6 +272,7 @@ _BUILDERS = {
     "aa_wrn": _aa_wrn,
     "sasa": _sasa,
     "sasa_2_heads": _sasa_2_heads,
+    "aa_resnet20": _aa_resnet20,
     "ram": _ram,
 }
 
@@ -405,8 +428,9 @@ def _last_feature_layer(model):
 
 
 # Test canvases per forward pass when maps are read: all 1,000 canvases of
-# Attention-56 at 60x60 in one call held 23 GB (the process was killed).
-MAP_CHUNK = 100
+# Attention-56 at 60x60 in one call held 23 GB (the process was killed);
+# 25 AA-ResNet-20 canvases at 60x60 return 0.6 GB of (HW)^2 weights.
+MAP_CHUNK = 25
 
 
 def _in_chunks(function, images):

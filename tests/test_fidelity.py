@@ -274,3 +274,16 @@ def test_warmup_rises_linearly_then_decays_to_zero():
     assert abs(float(plain(0)) - 1e-3) < 1e-9 and float(plain(total)) < 1e-9
     assert fidelity.schedule_name(fidelity.PIECES["sasa"]) == (
         "Adam, cosine to 0")
+
+
+def test_aa_on_canvases_leaves_the_first_stage_plain():
+    from keras_attn.layers import AttentionAugmentedConv2D
+
+    build = fidelity._BUILDERS[fidelity.PIECES["aa_cluttered"].build]
+    model = build("attention", (60, 60, 1), 10)
+    # Where each attends: its output grid (a strided block attends there).
+    sides = {layer.output[0].shape[1] for layer in model.layers
+             if isinstance(layer, AttentionAugmentedConv2D)}
+    assert sides == {30, 15}  # stages 2 and 3; stage 1 (60x60) has none
+    assert not any(isinstance(layer, AttentionAugmentedConv2D)
+                   for layer in build("baseline", (60, 60, 1), 10).layers)
