@@ -58,6 +58,9 @@ class Budget:
     epochs: int
     batch_size: int = 128
     steps_per_epoch: int | None = None  # caps steps (smoke only)
+    # Inference batch (validation, test): BN runs on its moving statistics
+    # there, so it changes memory, not accuracy.
+    eval_batch_size: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +134,7 @@ PIECES = {
         "aa", "cluttered60",
         "AA-ResNet-20 (16-32-64), stages 2-3 augmented, 4 key dims per "
         "head, 60x60", "aa_resnet20",
-        full=Budget(2_500, 1_000, 4, batch_size=32),
+        full=Budget(2_500, 1_000, 4, batch_size=32, eval_batch_size=32),
         notes="holds about 14 GB while it trains: run it alone",
     ),
     "ram": Piece(
@@ -162,6 +165,29 @@ PIECES = {
         full=Budget(2_000, 5_000, 4), warmup=0.125,
         variant="linear learning-rate warm-up over the first 1/8 of the "
                 "steps (the paper warms up; both arms)",
+    ),
+    "sasa_lr_low": Piece(
+        "sasa", "fashion_mnist", "SASA-ResNet-26 width 0.25", "sasa",
+        full=Budget(2_000, 5_000, 4), lr=3e-4,
+        variant="learning rate 3e-4, not 1e-3 (both arms)",
+    ),
+    "sasa_lr_high": Piece(
+        "sasa", "fashion_mnist", "SASA-ResNet-26 width 0.25", "sasa",
+        full=Budget(2_000, 5_000, 4), lr=3e-3,
+        variant="learning rate 3e-3, not 1e-3 (both arms)",
+    ),
+    "aa_warmup": Piece(
+        "aa", "fashion_mnist", "AA-WRN-10-2, 4 key dims per head", "aa_wrn",
+        full=Budget(2_000, 5_000, 4), warmup=0.125,
+        variant="linear learning-rate warm-up over the first 1/8 of the "
+                "steps (the paper warms up; both arms)",
+    ),
+    "ltpa_dp": Piece(
+        "ltpa", "cluttered60",
+        "VGG-16-BN width 0.125, dp/concat, g 128, 60x60", "ltpa_dp",
+        full=Budget(2_500, 1_000, 4),
+        variant="dot-product compatibility (dp), not parametrised (pc); "
+                "the baseline is the same VGG",
     ),
     "ram_long": Piece(
         "ram", "cluttered60",
@@ -200,10 +226,10 @@ def _attention56(arm, input_shape, num_classes):
                                       width=0.25)
 
 
-def _ltpa(arm, input_shape, num_classes):
+def _ltpa(arm, input_shape, num_classes, compatibility="pc"):
     from keras_attn.models import ltpa_vgg
 
-    return ltpa_vgg(input_shape, num_classes, "pc", "concat",
+    return ltpa_vgg(input_shape, num_classes, compatibility, "concat",
                     attention=_switch(arm), width=0.125,
                     global_dim=128)
 
@@ -240,6 +266,10 @@ def _aa_resnet20(arm, input_shape, num_classes):
                      min_key_dims_per_head=4)
 
 
+def _ltpa_dp(arm, input_shape, num_classes):
+    return _ltpa(arm, input_shape, num_classes, compatibility="dp")
+
+
 def _sasa_2_heads(arm, input_shape, num_classes):
     # At width 1/4 the paper's 8 heads get 2-16 channels each; 2 heads get
     # the 8-64 of the paper's full-width model. The widths are unchanged.
@@ -268,6 +298,7 @@ _BUILDERS = {
     "resnet_cbam": _resnet("cbam"),
     "attention56": _attention56,
     "ltpa": _ltpa,
+    "ltpa_dp": _ltpa_dp,
     "stn": _stn,
     "aa_wrn": _aa_wrn,
     "sasa": _sasa,
@@ -559,19 +590,19 @@ def run_arm(piece_name, arm, seed, profile):
                             batch_size=budget.batch_size, epochs=1,
                             shuffle=False, verbose=0)
         losses.append(float(history.history["loss"][-1]))
-        logs = model.evaluate(val_x, val_y, batch_size=256, verbose=0,
-                              return_dict=True)
+        logs = model.evaluate(val_x, val_y, verbose=0, return_dict=True,
+                              batch_size=budget.eval_batch_size)
         val.append(float(logs["accuracy"]))
         print(f"[{piece_name} {arm} seed {seed}] epoch {epoch + 1}/"
               f"{budget.epochs} loss {losses[-1]:.4f} val {val[-1]:.4f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     train_seconds = time.perf_counter() - start
-    logs = model.evaluate(test_x, test_y, batch_size=256, verbose=0,
-                          return_dict=True)
+    logs = model.evaluate(test_x, test_y, verbose=0, return_dict=True,
+                          batch_size=budget.eval_batch_size)
     moving = float(logs["accuracy"])
     if precise_batch_norm(model, canvases[take], budget.batch_size):
-        logs = model.evaluate(test_x, test_y, batch_size=256, verbose=0,
-                              return_dict=True)
+        logs = model.evaluate(test_x, test_y, verbose=0, return_dict=True,
+                              batch_size=budget.eval_batch_size)
     result = {"test_accuracy": float(logs["accuracy"]),
               "test_accuracy_moving_bn": moving, "loss": losses,
               "val_accuracy": val, "train_seconds": train_seconds,

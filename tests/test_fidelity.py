@@ -206,8 +206,9 @@ def test_tuning_variants_rerun_a_piece_with_one_change():
     from benchmarks import fidelity_report
 
     variants = {n: p for n, p in fidelity.PIECES.items() if p.variant}
-    assert {"se_zero_init", "cbam_zero_init", "ram_long",
-            "sasa_heads", "sasa_warmup"} <= set(variants)
+    assert {"se_zero_init", "cbam_zero_init", "ram_long", "sasa_heads",
+            "sasa_warmup", "sasa_lr_low", "sasa_lr_high", "aa_warmup",
+            "ltpa_dp"} <= set(variants)
     plain = {(p.mechanism, p.task) for p in fidelity.PIECES.values()
              if not p.variant}
     for piece in variants.values():
@@ -287,3 +288,37 @@ def test_aa_on_canvases_leaves_the_first_stage_plain():
     assert sides == {30, 15}  # stages 2 and 3; stage 1 (60x60) has none
     assert not any(isinstance(layer, AttentionAugmentedConv2D)
                    for layer in build("baseline", (60, 60, 1), 10).layers)
+
+
+def test_learning_rate_pair_brackets_the_default_and_changes_nothing_else():
+    plain = fidelity.PIECES["sasa"]
+    rates = []
+    for name in ("sasa_lr_low", "sasa_lr_high"):
+        piece = fidelity.PIECES[name]
+        rates.append(piece.lr)
+        assert dataclasses.replace(piece, lr=plain.lr, variant="") == plain
+    assert rates[0] < plain.lr < rates[1]
+
+
+def test_ltpa_dp_changes_only_the_compatibility():
+    from keras_attn.layers import LTPAAttention
+
+    build = fidelity._BUILDERS[fidelity.PIECES["ltpa_dp"].build]
+    plain = fidelity._BUILDERS[fidelity.PIECES["ltpa"].build]
+
+    def compatibilities(model):
+        return {layer.compatibility for layer in model._flatten_layers()
+                if isinstance(layer, LTPAAttention)}
+
+    assert compatibilities(build("attention", (60, 60, 1), 10)) == {"dp"}
+    assert compatibilities(plain("attention", (60, 60, 1), 10)) == {"pc"}
+    assert build("baseline", (60, 60, 1), 10).count_params() == plain(
+        "baseline", (60, 60, 1), 10).count_params()
+
+
+def test_aa_on_canvases_evaluates_in_training_sized_batches():
+    # 256 canvases of 60x60 through AA would hold 8 heads x 900^2 logits
+    # each; BN uses its moving statistics there, so accuracy is unchanged.
+    budget = fidelity.PIECES["aa_cluttered"].full
+    assert budget.eval_batch_size == budget.batch_size == 32
+    assert fidelity.PIECES["sasa"].full.eval_batch_size == 256
