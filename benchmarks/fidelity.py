@@ -125,17 +125,23 @@ PIECES = {
     "sasa": Piece("sasa", "fashion_mnist", "SASA-ResNet-26 width 0.25",
                   "sasa", full=Budget(2_000, 5_000, 4)),
     # SASA's and AA's own maps on canvases with a known box (issue 17,
-    # item 3); their Fashion-MNIST pieces above have no box to score.
+    # item 3); their Fashion-MNIST pieces above have no box to score. At
+    # 60x60 either attention network trains at 4.7 canvases/s on one core
+    # (measured 2026-12-05, batch 32, no XLA; the conv baselines 37 and 74),
+    # so the budget is half LTPA's to keep a piece near an hour; batch 32
+    # gives 156 updates. XLA is off: slower on this machine for both
+    # (benchmarks/results/models.json), and no earlier row to match.
     "sasa_cluttered": Piece(
         "sasa", "cluttered60", "SASA-ResNet-26 width 0.25, 60x60", "sasa",
-        full=Budget(2_500, 1_000, 4),
+        full=Budget(1_250, 1_000, 4, batch_size=32, eval_batch_size=64),
+        jit=False,
     ),
     "aa_cluttered": Piece(
         "aa", "cluttered60",
         "AA-ResNet-20 (16-32-64), stages 2-3 augmented, 4 key dims per "
         "head, 60x60", "aa_resnet20",
-        full=Budget(2_500, 1_000, 4, batch_size=32, eval_batch_size=32),
-        notes="holds about 14 GB while it trains: run it alone",
+        full=Budget(1_250, 1_000, 4, batch_size=32, eval_batch_size=32),
+        jit=False, notes="holds about 6 GB while it trains (batch 32)",
     ),
     "ram": Piece(
         "ram", "cluttered60",
