@@ -166,28 +166,6 @@ PIECES = {
         variant="2 heads, not 8: 8-64 channels per head as in the paper's "
                 "full-width model (the baseline has no heads: unchanged)",
     ),
-    "sasa_warmup": Piece(
-        "sasa", "fashion_mnist", "SASA-ResNet-26 width 0.25", "sasa",
-        full=Budget(2_000, 5_000, 4), warmup=0.125,
-        variant="linear learning-rate warm-up over the first 1/8 of the "
-                "steps (the paper warms up; both arms)",
-    ),
-    "sasa_lr_low": Piece(
-        "sasa", "fashion_mnist", "SASA-ResNet-26 width 0.25", "sasa",
-        full=Budget(2_000, 5_000, 4), lr=3e-4,
-        variant="learning rate 3e-4, not 1e-3 (both arms)",
-    ),
-    "sasa_lr_high": Piece(
-        "sasa", "fashion_mnist", "SASA-ResNet-26 width 0.25", "sasa",
-        full=Budget(2_000, 5_000, 4), lr=3e-3,
-        variant="learning rate 3e-3, not 1e-3 (both arms)",
-    ),
-    "aa_warmup": Piece(
-        "aa", "fashion_mnist", "AA-WRN-10-2, 4 key dims per head", "aa_wrn",
-        full=Budget(2_000, 5_000, 4), warmup=0.125,
-        variant="linear learning-rate warm-up over the first 1/8 of the "
-                "steps (the paper warms up; both arms)",
-    ),
     "ltpa_dp": Piece(
         "ltpa", "cluttered60",
         "VGG-16-BN width 0.125, dp/concat, g 128, 60x60", "ltpa_dp",
@@ -202,6 +180,23 @@ PIECES = {
         variant="3x the epochs (15)",
     ),
 }
+
+
+# Tuning pieces that are a piece above with one setting changed.
+_WARMUP = ("linear learning-rate warm-up over the first 1/8 of the steps "
+           "(the paper warms up; both arms)")
+PIECES.update({
+    "sasa_warmup": dataclasses.replace(PIECES["sasa"], warmup=0.125,
+                                       variant=_WARMUP),
+    "aa_warmup": dataclasses.replace(PIECES["aa"], warmup=0.125,
+                                     variant=_WARMUP),
+    "sasa_lr_low": dataclasses.replace(
+        PIECES["sasa"], lr=3e-4,
+        variant="learning rate 3e-4, not 1e-3 (both arms)"),
+    "sasa_lr_high": dataclasses.replace(
+        PIECES["sasa"], lr=3e-3,
+        variant="learning rate 3e-3, not 1e-3 (both arms)"),
+})
 
 
 # ----------------------------------------------------------------------------
