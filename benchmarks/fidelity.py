@@ -128,9 +128,10 @@ PIECES = {
     # item 3); their Fashion-MNIST pieces above have no box to score. At
     # 60x60 either attention network trains at 4.7 canvases/s on one core
     # (measured 2026-12-05, batch 32, no XLA; the conv baselines 37 and 74),
-    # so the budget is half LTPA's to keep a piece near an hour; batch 32
-    # gives 156 updates. XLA is off: slower on this machine for both
-    # (benchmarks/results/models.json), and no earlier row to match.
+    # so the budget is half LTPA's; batch 32 gives 156 updates. Even so a
+    # 3-seed piece took 95-104 minutes on one core. XLA is off: slower on
+    # this machine for both (benchmarks/results/models.json), and no
+    # earlier row to match.
     "sasa_cluttered": Piece(
         "sasa", "cluttered60", "SASA-ResNet-26 width 0.25, 60x60", "sasa",
         full=Budget(1_250, 1_000, 4, batch_size=32, eval_batch_size=64),
@@ -141,7 +142,8 @@ PIECES = {
         "AA-ResNet-20 (16-32-64), stages 2-3 augmented, 4 key dims per "
         "head, 60x60", "aa_resnet20",
         full=Budget(1_250, 1_000, 4, batch_size=32, eval_batch_size=32),
-        jit=False, notes="holds about 6 GB while it trains (batch 32)",
+        jit=False, notes="holds about 6 GB while it trains, 13 GB while it "
+                         "reads maps: run it alone",
     ),
     "ram": Piece(
         "ram", "cluttered60",
