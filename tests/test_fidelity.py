@@ -121,6 +121,38 @@ def test_a_killed_piece_keeps_the_seeds_it_finished(tmp_path, monkeypatch):
                      ("baseline", 1)]
 
 
+def test_pieces_too_big_to_pair_train_one_arm_at_a_time(tmp_path,
+                                                       monkeypatch):
+    # Two AA-WRN arms at once need about 40 GB: `--jobs 2` must not start a
+    # process pool for them, while a small piece still gets one.
+    assert fidelity.PIECES["aa_warmup"].max_jobs == 1
+    assert {n for n, p in fidelity.PIECES.items() if p.max_jobs == 1} == {
+        "aa", "aa_warmup", "aa_cluttered", "sasa_cluttered"}
+    pools = []
+
+    class Pool:
+        def __init__(self, jobs, **kwargs):
+            pools.append(jobs)
+            raise RuntimeError("pool started")
+
+    import concurrent.futures
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(fidelity, "run_arm",
+                        lambda piece, arm, seed, profile:
+                        _fake_result(arm, seed))
+    monkeypatch.setattr(fidelity, "_floors", lambda *a: [])
+    monkeypatch.setattr(fidelity, "_picture", lambda *a: None)
+    path = str(tmp_path / "f.json")
+    fidelity.run_piece("aa", "full", [0, 1], 2, path, str(tmp_path / "img"))
+    assert pools == []
+    assert json.loads(open(path).read())["rows"][0]["seeds"] == [0, 1]
+    with pytest.raises(RuntimeError, match="pool started"):
+        fidelity.run_piece("se", "full", [0, 1], 2, path,
+                           str(tmp_path / "img"))
+    assert pools == [2]
+
+
 def test_ram_rows_compare_against_both_baselines():
     results = {(arm, 0): _fake_result(arm, 0)
                for arm in ("attention", "fc", "cnn")}
