@@ -136,7 +136,7 @@ PIECES = {
     # 60x60 either attention network trains at 4.7 canvases/s on one core
     # (measured 2026-12-05, batch 32, no XLA; the conv baselines 37 and 74),
     # so the budget is half LTPA's; batch 32 gives 156 updates. Even so a
-    # 3-seed piece took 95-104 minutes on one core. XLA is off: slower on
+    # 3-seed piece took 89-104 minutes on one core. XLA is off: slower on
     # this machine for both (benchmarks/results/models.json), and no
     # earlier row to match.
     "sasa_cluttered": Piece(
